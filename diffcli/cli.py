@@ -1,0 +1,314 @@
+"""The command line: declares commands and delegates. Imports neither torch nor diffusers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from diffcli import __version__
+from diffcli.errors import DiffcliError, ExitCode, Interrupted
+
+app = typer.Typer(
+    name="diffcli",
+    help="Scriptable image generation with Hugging Face Diffusers.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+presets_app = typer.Typer(help="List and show shipped presets.", invoke_without_command=True)
+app.add_typer(presets_app, name="presets")
+
+# ------------------------------------------------------------------ shared options
+
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Shipped preset name or YAML file.")]
+SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a preset key: key=value (repeatable).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id or local pipeline folder.")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Scheduler short name (`diffcli schedulers`).")]
+StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed of image 0; image i uses seed + i.")]
+NumOpt = Annotated[Optional[int], typer.Option("--num-images", "-n", help="Images to make.")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images per forward pass.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="auto | float32 | float16 | bfloat16.")]
+EveryOpt = Annotated[Optional[int], typer.Option("--every", help="Also save every Nth step as a frame.")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output folder.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (also HF_HUB_OFFLINE=1).")]
+PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle (.bin) weights: they can run code.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: measured best).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")]
+SkipOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip images whose file exists.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or narration on stderr.")]
+
+
+def _debug() -> bool:
+    return os.environ.get("DIFFCLI_DEBUG", "") not in ("", "0")
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    if as_json:
+        _emit_json({"status": "error", "error": {"exit_code": int(code), "message": message}})
+    raise typer.Exit(int(code))
+
+
+def _emit_json(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The one boundary where exceptions become a one-line message and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DiffcliError as err:
+            if _debug():
+                raise
+            if isinstance(err, Interrupted) and as_json:
+                _emit_partial_report()
+            message = err.message + (f" ({err.hint})" if err.hint else "")
+            _fail(message, err.exit_code, as_json and not isinstance(err, Interrupted))
+        except KeyboardInterrupt:
+            if as_json:
+                _emit_partial_report()
+            _fail("interrupted", ExitCode.INTERRUPTED, False)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except MemoryError:
+            _fail("out of memory (try a smaller --batch-size, vae_tiling: true, cpu_offload: model)",
+                  ExitCode.INTERNAL, as_json)
+        except Exception as err:  # noqa: BLE001 - the boundary: anything else is our bug
+            if _debug():
+                raise
+            text = _oom_message(err) or f"internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            _fail(text + ("" if _oom_message(err) else " (set DIFFCLI_DEBUG=1 for the traceback)"),
+                  ExitCode.INTERNAL, as_json)
+
+    return wrapper
+
+
+def _oom_message(err: Exception) -> str | None:
+    if type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
+        return ("out of memory on the device: use a smaller --batch-size, or set cpu_offload: model, "
+                "vae_tiling: true, vae_slicing: true")
+    return None
+
+
+def _emit_partial_report() -> None:
+    from diffcli.generate import last_report
+
+    report = last_report()
+    if report is not None:
+        report.status = "interrupted"
+        _emit_json(report.to_dict())
+
+
+def _quiet_broken_pipe() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
+def _install_sigterm() -> None:
+    import signal
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise Interrupted("SIGTERM", ExitCode.TERMINATED)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _flags(**values: Any) -> dict[str, Any]:
+    """Flags given on the command line (None and False mean 'not given')."""
+    return {key: value for key, value in values.items() if value is not None and value is not False}
+
+
+def _print_paths(report: Any, as_json: bool) -> None:
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    for entry in report.images:
+        print(entry["path"])
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"diffcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=version_callback, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    """Scriptable image generation with Hugging Face Diffusers.
+
+    Exit codes: 0 ok, 1 internal error, 2 usage or invalid preset, 3 model not found or
+    not loadable, 4 output problem, 130 interrupted (143 on SIGTERM).
+    """
+
+
+# ------------------------------------------------------------------ presets
+
+
+@presets_app.callback()
+@guarded
+def presets_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the shipped presets, one per line: name, task, description."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from diffcli.presets import locate, preset_summary, shipped_names
+
+    rows = [preset_summary(locate(name)) for name in shipped_names()]
+    if as_json:
+        _emit_json({"presets": [{"name": n, "task": t, "description": d} for n, t, d in rows]})
+        return
+    width = max(len(n) for n, _, _ in rows)
+    for name, task, description in rows:
+        print(f"{name:<{width}}  {task:<13}  {description}")
+
+
+@presets_app.command("show")
+@guarded
+def presets_show(
+    name: Annotated[str, typer.Argument(help="Shipped preset name or YAML file.")],
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a preset fully resolved (every key, defaults included) as YAML."""
+    from diffcli.presets import resolve, to_yaml
+
+    resolved = resolve(name, None, sets)
+    if as_json:
+        _emit_json({"preset": resolved.preset.to_dict(), "sources": resolved.sources})
+    else:
+        sys.stdout.write(to_yaml(resolved.preset))
+
+
+@presets_app.command("keys")
+@guarded
+def presets_keys() -> None:
+    """List every preset key with its default."""
+    from diffcli.presets import Preset
+
+    for key, value in Preset().to_dict().items():
+        print(f"{key}: {json.dumps(value)}")
+
+
+@app.command("schedulers")
+@guarded
+def schedulers_list(as_json: JsonOpt = False) -> None:
+    """List scheduler short names and the diffusers classes behind them."""
+    from diffcli.schedulers import SCHEDULERS
+
+    if as_json:
+        _emit_json({"schedulers": [{"name": s.name, "class": s.class_name, "options": dict(s.options)}
+                                   for s in SCHEDULERS.values()]})
+        return
+    for spec in SCHEDULERS.values():
+        options = ", ".join(f"{k}={v}" for k, v in spec.options)
+        print(f"{spec.name:<20} {spec.class_name}{f' ({options})' if options else ''}")
+
+
+# ------------------------------------------------------------------ generating commands
+
+
+@app.command("unconditional")
+@guarded
+def unconditional(
+    preset: PresetOpt = None, sets: SetOpt = None, model: ModelOpt = None, scheduler: SchedulerOpt = None,
+    steps: StepsOpt = None, seed: SeedOpt = None, num_images: NumOpt = None, batch_size: BatchOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, every: EveryOpt = None, output: OutputOpt = None,
+    offline: OfflineOpt = False, allow_pickle: PickleOpt = False, threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False, skip_existing: SkipOpt = False, as_json: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Generate images with an unconditional (DDPM-style) model.
+
+    Examples:
+
+      diffcli unconditional --preset digits -n 16
+
+      diffcli unconditional --preset ddpm-church-256 --scheduler ddim --steps 50 --seed 7 -n 4 -o out/
+
+      diffcli unconditional --preset my.yaml --set steps=25 --every 5 --json
+    """
+    from diffcli.commands import run_unconditional
+    from diffcli.generate import Options
+    from diffcli.presets import resolve
+
+    _install_sigterm()
+    resolved = resolve(preset, "digits", sets, _flags(
+        model=model, scheduler=scheduler, steps=steps, seed=seed, num_images=num_images, batch_size=batch_size,
+        device=device, dtype=dtype, every=every, output=output, offline=offline, allow_pickle=allow_pickle,
+        threads=threads))
+    _check_exclusive(overwrite, skip_existing)
+    p = resolved.preset
+    options = Options("unconditional", overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
+                      frames=p.every is not None, frame_kinds=_kinds(p.show))
+    _print_paths(run_unconditional(p, options), as_json)
+
+
+def _kinds(show: str) -> tuple[str, ...]:
+    return ("x_t", "x0") if show == "both" else (show,)
+
+
+def _check_exclusive(overwrite: bool, skip_existing: bool) -> None:
+    if overwrite and skip_existing:
+        from diffcli.errors import UsageError
+
+        raise UsageError("--overwrite and --skip-existing exclude each other")
+
+
+# ------------------------------------------------------------------ inspect
+
+
+@app.command("inspect")
+@guarded
+def inspect_cmd(
+    target: Annotated[str, typer.Argument(help="Preset name, preset file, local pipeline folder or hub id.")],
+    sets: SetOpt = None, offline: OfflineOpt = False, allow_pickle: PickleOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Show what a pipeline is made of: components, classes, parameters, scheduler.
+
+    Examples:
+
+      diffcli inspect digits
+
+      diffcli inspect ./my-pipeline --json
+
+      diffcli inspect google/ddpm-cifar10-32 --offline
+    """
+    from diffcli.inspection import inspect_target, render
+
+    info = inspect_target(target, sets or [], offline=offline, allow_pickle=allow_pickle)
+    if as_json:
+        _emit_json(info)
+    else:
+        render(info)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,107 @@
+"""`diffcli inspect`: what a pipeline is made of."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from diffcli.presets import Preset, PresetError, build_preset, locate, resolve
+
+
+def _preset_for(target: str, sets: list[str], offline: bool, allow_pickle: bool) -> Preset:
+    flags = {"offline": True if offline else None, "allow_pickle": True if allow_pickle else None}
+    try:
+        locate(target)
+        is_preset = True
+    except PresetError:
+        is_preset = False
+    if is_preset:
+        return resolve(target, None, sets, flags).preset
+    return resolve(None, None, sets, {**flags, "model": target}).preset
+
+
+def _component_info(name: str, component: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": name, "class": type(component).__name__}
+    if component is None:
+        info["class"] = None
+        return info
+    if hasattr(component, "parameters") and callable(component.parameters):
+        params = list(component.parameters())
+        info["parameters"] = sum(p.numel() for p in params)
+        if params:
+            info["dtype"] = str(params[0].dtype).replace("torch.", "")
+            info["device"] = str(params[0].device)
+    config = getattr(component, "config", None)
+    if config is not None:
+        info["config"] = json.loads(json.dumps(dict(config) if not hasattr(config, "to_dict") else config.to_dict(),
+                                               default=str))
+    if hasattr(component, "vocab_size") and not hasattr(component, "parameters"):
+        info["vocab_size"] = component.vocab_size
+    return info
+
+
+def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pickle: bool = False) -> dict[str, Any]:
+    """Load the pipeline a preset/folder/hub id names (on CPU, fp32 unless the preset says) and describe it."""
+    from diffcli.pipelines import load_pipeline
+    from diffcli.schedulers import compatible_names, name_for
+
+    preset = _preset_for(target, sets, offline, allow_pickle)
+    loaded = load_pipeline(preset, None)
+    pipe = loaded.pipe
+    components = [_component_info(name, comp) for name, comp in pipe.components.items()]
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    sample: dict[str, Any] = {}
+    if denoiser is not None:
+        sample = {"sample_size": denoiser.config.get("sample_size"), "in_channels": denoiser.config.get("in_channels")}
+    return {
+        "target": target,
+        "model": preset.model,
+        "pipeline": loaded.class_name,
+        "task": loaded.task,
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "components": components,
+        "total_parameters": sum(c.get("parameters", 0) for c in components),
+        "sample": sample,
+        "scheduler": {"class": type(pipe.scheduler).__name__, "name": name_for(pipe.scheduler),
+                      "config": json.loads(json.dumps(dict(pipe.scheduler.config), default=str)),
+                      "compatible": compatible_names(pipe.scheduler)},
+    }
+
+
+def _human(count: int | None) -> str:
+    if count is None:
+        return "-"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f}{unit}"
+    return str(count)
+
+
+def render(info: dict[str, Any]) -> None:
+    """Rich tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{info['pipeline']}[/bold]  ({info['task']})  model: {info['model']}", highlight=False)
+    console.print(f"device: {info['device']}  dtype: {info['dtype']}  "
+                  f"parameters: {_human(info['total_parameters'])} ({info['total_parameters']:,})", highlight=False)
+    if info["sample"]:
+        console.print(f"sample size: {info['sample']['sample_size']}  channels: {info['sample']['in_channels']}",
+                      highlight=False)
+    table = Table(title="components")
+    for column in ("name", "class", "parameters", "dtype", "device"):
+        table.add_column(column)
+    for comp in info["components"]:
+        table.add_row(comp["name"], str(comp["class"]), _human(comp.get("parameters")),
+                      comp.get("dtype", "-"), comp.get("device", "-"))
+    console.print(table)
+    sched = Table(title=f"scheduler: {info['scheduler']['class']}")
+    sched.add_column("key")
+    sched.add_column("value")
+    for key, value in info["scheduler"]["config"].items():
+        if not key.startswith("_"):
+            sched.add_row(key, json.dumps(value))
+    console.print(sched)
+    console.print("compatible schedulers: " + ", ".join(info["scheduler"]["compatible"]), highlight=False)

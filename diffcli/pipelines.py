@@ -1,0 +1,206 @@
+"""Pipeline: a Preset → a loaded diffusers pipeline on the right device, dtype and scheduler.
+
+Loading goes through `DiffusionPipeline.from_pretrained`, so hub ids and local folders
+resolve exactly as diffusers resolves them; the checks around it turn diffusers' many
+failure modes into one-line `ModelError`s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffcli.errors import ModelError, PresetError
+from diffcli.presets import Preset, looks_like_path
+
+UNCONDITIONAL_COMPONENTS = {"unet", "scheduler"}
+
+
+@dataclass
+class LoadedPipeline:
+    """A pipeline ready to sample, plus what was resolved on the way."""
+
+    pipe: Any
+    task: str
+    device: Any
+    dtype: Any
+    model_ref: str
+    class_name: str
+
+
+def apply_offline(offline: bool) -> None:
+    """Set HF_HUB_OFFLINE before huggingface_hub is imported (it reads it at import)."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def is_offline(preset: Preset) -> bool:
+    """`--offline`/`offline: true`, or HF_HUB_OFFLINE set in the environment."""
+    return preset.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_device(name: str) -> Any:
+    """`auto` → cuda > mps > cpu; an unavailable explicit device is a preset error."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PresetError(f"device: {name}: CUDA is not available on this machine", hint="use device: auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise PresetError(f"device: {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise PresetError(f"device: {name}: MPS is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: Any) -> Any:
+    """`auto` → float16 on CUDA, float32 elsewhere (half precision is ~15x slower on these CPUs)."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def read_model_index(model: str, preset: Preset, offline: bool) -> dict[str, Any]:
+    """The pipeline's `model_index.json`, local or from the hub, with clear errors."""
+    local = Path(model).expanduser()
+    if local.exists() or looks_like_path(model):
+        if not local.is_dir():
+            raise ModelError(f"model folder not found: {model}", hint="check the path, or give a hub id like owner/name")
+        index = local / "model_index.json"
+        if not index.is_file():
+            raise ModelError(f"{model}: not a diffusers pipeline folder (no model_index.json)")
+        try:
+            data = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelError(f"{index}: corrupt model_index.json: {err}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
+            raise ModelError(f"{index}: corrupt model_index.json: no _class_name")
+        return data
+    from diffusers import DiffusionPipeline
+
+    try:
+        data = DiffusionPipeline.load_config(model, revision=preset.revision, local_files_only=offline)
+    except Exception as err:  # noqa: BLE001 - diffusers raises many types here; all mean "cannot load"
+        raise _hub_error(model, err, offline) from None
+    return dict(data)
+
+
+def _hub_error(model: str, err: Exception, offline: bool) -> ModelError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    name = type(err).__name__
+    if "HFValidationError" in name or "Repo id must" in str(err) or "repo_id" in str(err).lower() and "valid" in str(err).lower():
+        return ModelError(f"'{model}' is not a valid hub id or an existing local folder", hint="hub ids look like owner/name")
+    if offline:
+        return ModelError(
+            f"'{model}' is not in the local cache and diffcli is offline",
+            hint="run once online (without --offline / HF_HUB_OFFLINE) to download it, or give a local folder",
+        )
+    if "RepositoryNotFound" in name or "404" in text:
+        return ModelError(f"'{model}' was not found on the hub (and is not a local folder)")
+    return ModelError(f"cannot load '{model}': {text}",
+                      hint="no network? use --offline with a cached model or a local folder")
+
+
+def task_of(index: dict[str, Any]) -> str:
+    """`txt2img` for pipelines with a text encoder, `unconditional` for unet+scheduler ones."""
+    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0]}
+    if any(name.startswith("text_encoder") or name == "transformer" for name in components):
+        return "txt2img"
+    if "unet" in components and components <= UNCONDITIONAL_COMPONENTS | {"vqvae", "vae"}:
+        return "unconditional"
+    return "other"
+
+
+def check_task(index: dict[str, Any], wanted: str, model: str) -> None:
+    """Refuse an unconditional model for txt2img and the reverse, before loading weights."""
+    actual = task_of(index)
+    if actual != wanted:
+        cls = index.get("_class_name")
+        commands = {"txt2img": "diffcli txt2img", "unconditional": "diffcli unconditional"}
+        hint = f"use {commands[actual]}" if actual in commands else None
+        raise ModelError(f"'{model}' is a {cls} ({actual} model), not a {wanted} model", hint=hint)
+
+
+def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
+    """Load, place and configure the pipeline a preset describes."""
+    offline = is_offline(preset)
+    apply_offline(offline)
+    index = read_model_index(preset.model, preset, offline)
+    actual_task = task_of(index)
+    if task is not None:
+        check_task(index, task, preset.model)
+    device = resolve_device(preset.device)
+    dtype = resolve_dtype(preset.dtype, device)
+    pipe = _from_pretrained(preset, index, dtype, offline, actual_task)
+    pipe.scheduler = _scheduler_for(pipe, preset)
+    from diffcli.levers import apply_levers
+
+    apply_levers(pipe, preset, device)
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return LoadedPipeline(pipe, actual_task, device, dtype, preset.model, index["_class_name"])
+
+
+def _scheduler_for(pipe: Any, preset: Preset) -> Any:
+    from diffcli.schedulers import build_scheduler
+
+    return build_scheduler(preset.scheduler, pipe.scheduler, dict(preset.scheduler_options))
+
+
+def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline: bool, task: str) -> Any:
+    import diffusers
+
+    diffusers.utils.logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {
+        "revision": preset.revision,
+        "variant": preset.variant,
+        "dtype": dtype,
+        "use_safetensors": None if preset.allow_pickle else True,
+        "local_files_only": offline,
+    }
+    if task == "txt2img" and preset.safety_checker is False and "safety_checker" in index:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    class_name = index.get("_class_name", "")
+    if not hasattr(diffusers, class_name):
+        raise ModelError(f"{preset.model}: unknown pipeline class '{class_name}' (diffusers {diffusers.__version__})",
+                         hint="upgrade diffusers, or check model_index.json")
+    try:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(preset.model, **kwargs)
+    except Exception as err:  # noqa: BLE001 - map every loader failure to one message
+        raise _load_error(preset, err, offline) from None
+    return _place(pipe, preset)
+
+
+def _place(pipe: Any, preset: Preset) -> Any:
+    """Move to the device unless CPU offload manages placement itself."""
+    device = resolve_device(preset.device)
+    if preset.cpu_offload == "none":
+        pipe.to(device)
+    return pipe
+
+
+def _load_error(preset: Preset, err: Exception, offline: bool) -> ModelError:
+    text = str(err)
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if not preset.allow_pickle and ("safetensors" in text.lower() and ("use_safetensors" in text or "not found" in text.lower()
+                                                                     or "could not find" in text.lower())):
+        return ModelError(
+            f"{preset.model}: no safetensors weights (only pickle .bin files, which can run code when loaded)",
+            hint="if you trust this model, opt in with --allow-pickle or `allow_pickle: true`",
+        )
+    if isinstance(err, (OSError, EnvironmentError)) and not Path(preset.model).exists():
+        return _hub_error(preset.model, err, offline)
+    if "safetensor" in text.lower() or "header" in text.lower() or "incomplete" in text.lower():
+        return ModelError(f"{preset.model}: corrupt or truncated weights: {first}")
+    return ModelError(f"{preset.model}: cannot load pipeline: {first}")

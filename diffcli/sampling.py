@@ -1,0 +1,160 @@
+"""Sampler: runs the denoising loop and reports each step as a `Step` to a callback.
+
+Two drivers share one `StepTracker`: our own loop for unconditional models (diffusers'
+DDPMPipeline breaks or degrades with many schedulers) and the pipeline's own
+`__call__` with `callback_on_step_end` for text-to-image pipelines.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class Step:
+    """One scheduler call of a batch: `step` counts complete denoising steps from 1."""
+
+    step: int
+    total_steps: int
+    call: int
+    total_calls: int
+    timestep: float
+    sample: Any
+    x0: Any
+    complete: bool
+
+
+StepCallback = Callable[[Step], None]
+
+
+def estimate_x0(scheduler: Any, model_output: Any, timestep: Any, sample: Any) -> Any:
+    """x0 from the model output and the noise schedule, for schedulers that don't report it.
+
+    Those schedulers (PNDM, DPM-Solver, UniPC, DEIS) work in variance-preserving space
+    where x_t = sqrt(a) x0 + sqrt(1 - a) eps with a = alphas_cumprod[t].
+    """
+    import torch
+
+    index = int(torch.as_tensor(timestep).round().clamp(0, len(scheduler.alphas_cumprod) - 1))
+    alpha = scheduler.alphas_cumprod[index].to(device=sample.device, dtype=torch.float32)
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    x_t, out = sample.float(), model_output.float()
+    if kind == "epsilon":
+        x0 = (x_t - (1 - alpha).sqrt() * out) / alpha.sqrt()
+    elif kind == "v_prediction":
+        x0 = alpha.sqrt() * x_t - (1 - alpha).sqrt() * out
+    else:
+        x0 = out
+    return x0.to(sample.dtype)
+
+
+class StepTracker:
+    """Wraps `scheduler.step` to see each call's output; counts complete steps.
+
+    Second-order schedulers (Heun, KDPM2, DPM++ SDE) call the model twice per step and
+    say so with `state_in_first_order`; PNDM's Runge-Kutta warm-up makes extra calls
+    too: its calls are spread evenly over the requested steps.
+    """
+
+    def __init__(self, scheduler: Any, steps: int, on_step: StepCallback | None, want_x0: bool) -> None:
+        self.scheduler = scheduler
+        self.steps = steps
+        self.on_step = on_step
+        self.want_x0 = want_x0
+        self.calls = 0
+        self.done = 0
+        self._last: tuple[Any, Any, Any, Any] | None = None
+        self._original = scheduler.step
+        if on_step is not None:
+            scheduler.step = self._step
+
+    def _step(self, model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
+        out = self._original(model_output, timestep, sample, *args, **kwargs)
+        self._last = (model_output, timestep, sample, out)
+        return out
+
+    def close(self) -> None:
+        """Restore the scheduler's own `step`."""
+        if "step" in vars(self.scheduler):
+            del self.scheduler.step
+
+    def after_call(self, sample: Any) -> None:
+        """Called after each scheduler step with the new sample."""
+        if self.on_step is None:
+            return
+        self.calls += 1
+        total_calls = len(self.scheduler.timesteps)
+        before = self.done
+        if hasattr(self.scheduler, "state_in_first_order"):
+            if self.scheduler.state_in_first_order or self.calls >= total_calls:
+                self.done += 1
+        else:
+            self.done = (self.calls * self.steps) // max(total_calls, 1)
+        self.done = min(self.done, self.steps)
+        model_output, timestep, sample_in, out = self._last if self._last else (None, 0, None, None)
+        x0 = None
+        if self.want_x0 and out is not None:
+            x0 = getattr(out, "pred_original_sample", None)
+            if x0 is None:
+                x0 = estimate_x0(self.scheduler, model_output, timestep, sample_in)
+        self.on_step(Step(
+            step=self.done, total_steps=self.steps, call=self.calls, total_calls=total_calls,
+            timestep=float(timestep), sample=sample, x0=x0, complete=self.done > before,
+        ))
+
+
+def _accepts(func: Any, name: str) -> bool:
+    return name in inspect.signature(func).parameters
+
+
+def sample_unconditional(pipe: Any, steps: int, generators: list[Any], on_step: StepCallback | None,
+                         want_x0: bool = False) -> Any:
+    """Denoise a batch (one generator per image) with any compatible scheduler; images in [0, 1]."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    unet, scheduler = pipe.unet, pipe.scheduler
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    device = pipe._execution_device
+    shape = (len(generators), unet.config.in_channels, height, width)
+    sample = randn_tensor(shape, generator=generators, device=device, dtype=unet.dtype)
+    scheduler.set_timesteps(steps, device=device)
+    sample = sample * scheduler.init_noise_sigma
+    extra = {"generator": generators} if _accepts(scheduler.step, "generator") else {}
+    tracker = StepTracker(scheduler, steps, on_step, want_x0)
+    try:
+        with torch.inference_mode():
+            for timestep in scheduler.timesteps:
+                model_input = scheduler.scale_model_input(sample, timestep)
+                model_output = unet(model_input, timestep).sample
+                sample = scheduler.step(model_output, timestep, sample, **extra).prev_sample
+                tracker.after_call(sample)
+    finally:
+        tracker.close()
+    return (sample / 2 + 0.5).clamp(0, 1)
+
+
+def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: StepCallback | None,
+                   want_x0: bool = False) -> Any:
+    """Run a text-to-image pipeline's own loop; images as float numpy in [0, 1] (B, H, W, C)."""
+    import torch
+
+    tracker = StepTracker(pipe.scheduler, steps, on_step, want_x0)
+    kwargs = dict(call_kwargs, num_inference_steps=steps, output_type="np")
+    if on_step is not None and _accepts(pipe.__call__, "callback_on_step_end"):
+        def callback(_pipe: Any, _index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            tracker.after_call(tensors["latents"])
+            return {}
+
+        kwargs["callback_on_step_end"] = callback
+    accepted = inspect.signature(pipe.__call__).parameters
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    try:
+        with torch.inference_mode():
+            result = pipe(**kwargs)
+    finally:
+        tracker.close()
+    return result.images

@@ -1,0 +1,110 @@
+"""Scheduler short names → diffusers scheduler classes, swapped in with `from_config`."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from diffcli.errors import PresetError
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A short name for a diffusers scheduler class plus fixed options."""
+
+    name: str
+    class_name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    label: str = ""  # the A1111 "Sampler:" name
+
+
+SCHEDULERS: dict[str, SchedulerSpec] = {
+    spec.name: spec
+    for spec in (
+        SchedulerSpec("ddpm", "DDPMScheduler", label="DDPM"),
+        SchedulerSpec("ddim", "DDIMScheduler", label="DDIM"),
+        SchedulerSpec("pndm", "PNDMScheduler", label="PLMS"),
+        SchedulerSpec("euler", "EulerDiscreteScheduler", label="Euler"),
+        SchedulerSpec("euler-a", "EulerAncestralDiscreteScheduler", label="Euler a"),
+        SchedulerSpec("heun", "HeunDiscreteScheduler", label="Heun"),
+        SchedulerSpec("lms", "LMSDiscreteScheduler", label="LMS"),
+        SchedulerSpec("dpm++2m", "DPMSolverMultistepScheduler", label="DPM++ 2M"),
+        SchedulerSpec("dpm++2m-karras", "DPMSolverMultistepScheduler", (("use_karras_sigmas", True),),
+                      label="DPM++ 2M Karras"),
+        SchedulerSpec("dpm++2m-sde-karras", "DPMSolverMultistepScheduler",
+                      (("algorithm_type", "sde-dpmsolver++"), ("use_karras_sigmas", True)),
+                      label="DPM++ 2M SDE Karras"),
+        SchedulerSpec("dpm++sde", "DPMSolverSDEScheduler", label="DPM++ SDE"),
+        SchedulerSpec("dpm++2s", "DPMSolverSinglestepScheduler", label="DPM++ 2S"),
+        SchedulerSpec("unipc", "UniPCMultistepScheduler", label="UniPC"),
+        SchedulerSpec("deis", "DEISMultistepScheduler", label="DEIS"),
+        SchedulerSpec("kdpm2", "KDPM2DiscreteScheduler", label="DPM2"),
+        SchedulerSpec("kdpm2-a", "KDPM2AncestralDiscreteScheduler", label="DPM2 a"),
+    )
+}
+
+
+def check_scheduler_name(name: str) -> None:
+    """Raise ValueError (turned into a preset error) for an unknown short name."""
+    if name not in SCHEDULERS:
+        from diffcli.presets import suggest
+
+        raise ValueError(f"unknown scheduler '{name}'{suggest(name, list(SCHEDULERS))} "
+                         f"(valid: {', '.join(SCHEDULERS)})")
+
+
+def name_for(scheduler: Any) -> str | None:
+    """The short name matching a scheduler instance, if any (fixed options included)."""
+    config = dict(scheduler.config)
+    for spec in reversed(list(SCHEDULERS.values())):
+        if spec.class_name == type(scheduler).__name__ and all(config.get(k) == v for k, v in spec.options):
+            return spec.name
+    return None
+
+
+def label_for(scheduler: Any) -> str:
+    """A1111-style sampler label for a scheduler instance."""
+    name = name_for(scheduler)
+    return SCHEDULERS[name].label if name else type(scheduler).__name__
+
+
+def compatible_names(scheduler: Any) -> list[str]:
+    """Short names whose classes can replace this scheduler (diffusers' `compatibles`)."""
+    classes = {type(scheduler).__name__} | {cls.__name__ for cls in getattr(scheduler, "compatibles", [])}
+    return [spec.name for spec in SCHEDULERS.values() if spec.class_name in classes]
+
+
+def build_scheduler(name: str | None, current: Any, options: dict[str, Any]) -> Any:
+    """The scheduler for `name` built from the model's own scheduler config.
+
+    `name=None` keeps the model's scheduler (options, if any, are applied to it).
+    """
+    import diffusers
+
+    if name is None:
+        cls, fixed = type(current), {}
+    else:
+        spec = SCHEDULERS[name]
+        if name not in compatible_names(current):
+            raise PresetError(
+                f"scheduler: '{name}' is not compatible with this model's {type(current).__name__}",
+                hint=f"compatible: {', '.join(compatible_names(current)) or 'none'}",
+            )
+        cls, fixed = getattr(diffusers, spec.class_name), dict(spec.options)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        from diffcli.presets import suggest
+
+        raise PresetError(
+            f"scheduler_options: {unknown[0]}: not an option of {cls.__name__}{suggest(unknown[0], sorted(accepted))}"
+        )
+    if not fixed and not options and name is None:
+        return current
+    try:
+        return cls.from_config(current.config, **{**fixed, **options})
+    except ImportError as err:
+        raise PresetError(f"scheduler: {name}: {err}".splitlines()[0]) from None
+    except (ValueError, TypeError, NotImplementedError) as err:
+        raise PresetError(f"scheduler_options: {cls.__name__} rejected the options: {err}".splitlines()[0]) from None

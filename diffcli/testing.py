@@ -1,0 +1,122 @@
+"""Tiny random pipelines in the standard on-disk format, built offline (tests, benchmarks, demos)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_unconditional(folder: Path, sample_size: int = 8, channels: int = 3, seed: int = 0) -> Path:
+    """A DDPMPipeline folder with a ~20K-parameter UNet2DModel and a 1000-step DDPMScheduler."""
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=sample_size, in_channels=channels, out_channels=channels, layers_per_block=1,
+        block_out_channels=(8, 16), norm_num_groups=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(folder)
+    return folder
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def write_tokenizer_files(folder: Path, words: list[str]) -> Path:
+    """A CLIP byte-level BPE vocabulary: every byte, the CLIP specials, and merges for `words`.
+
+    Each word gets merges that build it from its bytes, so it encodes as one token
+    (with CLIP's end-of-word marker `</w>`). Returns the folder holding vocab.json and merges.txt.
+    """
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    byte_chars = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for char in byte_chars:
+        vocab[char] = len(vocab)
+    for char in byte_chars:
+        vocab[char + "</w>"] = len(vocab)
+    merges: list[str] = []
+    for word in words:
+        symbols = [ch for ch in word[:-1]] + [word[-1] + "</w>"]
+        while len(symbols) > 1:
+            pair = (symbols[0], symbols[1])
+            merged = pair[0] + pair[1]
+            line = f"{pair[0]} {pair[1]}"
+            if line not in merges:
+                merges.append(line)
+            if merged not in vocab:
+                vocab[merged] = len(vocab)
+            symbols = [merged] + symbols[2:]
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return folder
+
+
+def build_tokenizer(folder: Path, words: list[str], max_length: int = 16):
+    """A CLIPTokenizer over `write_tokenizer_files`' vocabulary."""
+    from transformers import CLIPTokenizer
+
+    write_tokenizer_files(folder, words)
+    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
+                         model_max_length=max_length, pad_token="<|endoftext|>")
+
+
+TINY_WORDS = ["a", "cat", "dog", "playing", "bass", "photo", "of", "the", "blurry", "red", "blue"]
+
+
+def build_tiny_sd(folder: Path, seed: int = 0, xl: bool = False) -> Path:
+    """A tiny StableDiffusionPipeline (or StableDiffusionXLPipeline) folder with random weights."""
+    import tempfile
+
+    import torch
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
+                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(Path(tmp), TINY_WORDS, max_length=16)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=16, projection_dim=16, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=16)
+    unet_kwargs = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+                       norm_num_groups=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=4)
+    if not xl:
+        unet = UNet2DConditionModel(cross_attention_dim=16, **unet_kwargs)
+        scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  skip_prk_steps=True, steps_offset=1)
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer,
+                                       unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    else:
+        unet = UNet2DConditionModel(cross_attention_dim=32, addition_embed_type="text_time",
+                                    addition_time_embed_dim=4, projection_class_embeddings_input_dim=16 + 6 * 4,
+                                    transformer_layers_per_block=1, **unet_kwargs)
+        scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                           steps_offset=1, timestep_spacing="leading")
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer,
+                                         text_encoder_2=CLIPTextModelWithProjection(text_config),
+                                         tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(folder)
+    return folder

@@ -302,6 +302,51 @@ def inspect_cmd(
         render(info)
 
 
+@app.command("train")
+@guarded
+def train_cmd(
+    target: Annotated[str, typer.Argument(help="digits | digits-text")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Pipeline folder to write.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (denoiser).")] = None,
+    vae_steps: Annotated[int, typer.Option("--vae-steps", help="digits-text: autoencoder steps.")] = 1500,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 64,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu | cuda | mps.")] = "cpu",
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 500,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+    subset: Annotated[Optional[int], typer.Option("--subset", help="Train on the first N images only.")] = None,
+    threads: ThreadsOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Train a built-in offline model from scikit-learn's handwritten digits (needs the `train` extra).
+
+    Examples:
+
+      diffcli train digits --output models/digits
+
+      diffcli train digits-text --output models/digits-text --device cuda
+    """
+    from diffcli.errors import UsageError
+    from diffcli.threads import configure_threads
+    from diffcli.training import DEFAULT_STEPS, TARGETS, TrainConfig, train
+
+    if target not in TARGETS:
+        raise UsageError(f"unknown training target '{target}' (choose {', '.join(TARGETS)})")
+    for name, value in (("--steps", steps), ("--vae-steps", vae_steps), ("--batch-size", batch_size),
+                        ("--checkpoint-every", checkpoint_every), ("--subset", subset)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be >= 1")
+    configure_threads(threads)
+    config = TrainConfig(target=target, output=output or Path("trained") / target, steps=steps or DEFAULT_STEPS[target],
+                         vae_steps=vae_steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                         checkpoint_every=checkpoint_every, resume=resume, subset=subset, quiet=quiet)
+    summary = train(config)
+    if as_json:
+        _emit_json(summary)
+    else:
+        print(summary["output"])
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -274,6 +274,81 @@ def _check_exclusive(overwrite: bool, skip_existing: bool) -> None:
         raise UsageError("--overwrite and --skip-existing exclude each other")
 
 
+@app.command("txt2img")
+@guarded
+def txt2img(
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt (or use --prompts-file).")] = None,
+    prompts_file: Annotated[Optional[Path], typer.Option("--prompts-file", "-f",
+                                                         help="Text (one prompt per line) or JSONL file.")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt", help="What to steer away from.")] = None,
+    guidance_scale: Annotated[Optional[float], typer.Option("--guidance-scale", "-g", help="CFG scale.")] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Image width (default: the model's).")] = None,
+    height: Annotated[Optional[int], typer.Option("--height", help="Image height (default: the model's).")] = None,
+    preset: PresetOpt = None, sets: SetOpt = None, model: ModelOpt = None, scheduler: SchedulerOpt = None,
+    steps: StepsOpt = None, seed: SeedOpt = None, num_images: NumOpt = None, batch_size: BatchOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, every: EveryOpt = None, output: OutputOpt = None,
+    offline: OfflineOpt = False, allow_pickle: PickleOpt = False, threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False, skip_existing: SkipOpt = False, as_json: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Generate images from a text prompt with a Stable Diffusion-family pipeline.
+
+    Examples:
+
+      diffcli txt2img "a handwritten digit 7" --preset digits-text
+
+      diffcli txt2img "a cat playing bass" --preset sd15 --steps 25 --scheduler dpm++2m-karras --seed 42 -n 4
+
+      diffcli txt2img --prompts-file prompts.jsonl --preset sdxl --output out/
+    """
+    from diffcli.commands import run_txt2img
+    from diffcli.errors import UsageError
+    from diffcli.generate import Options
+    from diffcli.presets import resolve
+    from diffcli.prompts import PromptLine, read_prompts_file
+
+    _install_sigterm()
+    if prompt is not None and prompts_file is not None:
+        raise UsageError("give a prompt or --prompts-file, not both")
+    resolved = resolve(preset, "digits-text", sets, _flags(
+        model=model, scheduler=scheduler, steps=steps, seed=seed, num_images=num_images, batch_size=batch_size,
+        device=device, dtype=dtype, every=every, output=output, offline=offline, allow_pickle=allow_pickle,
+        threads=threads, negative_prompt=negative_prompt, guidance_scale=guidance_scale, width=width, height=height,
+        prompt=prompt))
+    _check_exclusive(overwrite, skip_existing)
+    p = resolved.preset
+    if prompts_file is not None:
+        lines = read_prompts_file(prompts_file)
+    elif p.prompt:
+        lines = [PromptLine(prompt=p.prompt)]
+    else:
+        raise UsageError("no prompt: give one, use --prompts-file, or set prompt: in the preset")
+    options = Options("txt2img", overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
+                      frames=p.every is not None, frame_kinds=_kinds(p.show))
+    _print_paths(run_txt2img(p, options, lines), as_json)
+
+
+@app.command("replay")
+@guarded
+def replay(
+    image: Annotated[Path, typer.Argument(help="A PNG written by diffcli.")],
+    sets: SetOpt = None, output: OutputOpt = None, device: DeviceOpt = None,
+    offline: OfflineOpt = False, overwrite: OverwriteOpt = False, as_json: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Regenerate an image from its embedded diffcli metadata (identical on the same device and dtype).
+
+    Examples:
+
+      diffcli replay out/0003-s42-a-cat-playing-bass.png
+
+      diffcli replay out/0000-s7.png --set steps=100 --output replays/
+    """
+    from diffcli.replay import run_replay
+
+    _install_sigterm()
+    flags = _flags(output=output or "replays", device=device, offline=offline)
+    _print_paths(run_replay(image, sets or [], flags, overwrite=overwrite, quiet=quiet), as_json)
+
+
 # ------------------------------------------------------------------ inspect
 
 

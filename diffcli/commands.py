@@ -30,3 +30,76 @@ def run_unconditional(preset: Preset, options: Options, items: list[Item] | None
     preset = preset.replace(steps=steps)
     return run(preset, "unconditional", items if items is not None else unconditional_items(preset), options,
                sampler, metadata)
+
+
+TXT2IMG_DEFAULT_STEPS = 50
+TXT2IMG_DEFAULT_GUIDANCE = 7.5
+
+
+def txt2img_items(preset: Preset, prompts: list[Any]) -> list[Item]:
+    """Image i of each prompt uses `seed + i` (or the line's own seed); names `<prompt>-s<seed>-<slug>`."""
+    from diffcli.outputs import slugify
+
+    items: list[Item] = []
+    for prompt_index, line in enumerate(prompts):
+        base_seed = line.seed if line.seed is not None else preset.seed
+        negative = line.negative_prompt if line.negative_prompt is not None else preset.negative_prompt
+        for offset in range(line.num_images or preset.num_images):
+            seed = base_seed + offset
+            items.append(Item(
+                index=len(items), seed=seed, stem=f"{prompt_index:04d}-s{seed}-{slugify(line.prompt)}",
+                prompt=line.prompt, negative_prompt=negative or None, prompt_index=prompt_index,
+                steps=line.steps or preset.steps or TXT2IMG_DEFAULT_STEPS,
+                guidance_scale=line.guidance_scale if line.guidance_scale is not None else (
+                    preset.guidance_scale if preset.guidance_scale is not None else TXT2IMG_DEFAULT_GUIDANCE),
+                width=line.width or preset.width, height=line.height or preset.height,
+            ))
+    return items
+
+
+def _sized(loaded: Any, preset: Preset, items: list[Item]) -> tuple[Preset, list[Item]]:
+    """Fill unset sizes with the model's default and check every size against what the model needs."""
+    import dataclasses
+
+    from diffcli.errors import PresetError
+
+    pipe = loaded.pipe
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    sample = pipe.unet.config.sample_size if getattr(pipe, "unet", None) is not None else 64
+    sample = sample if isinstance(sample, int) else sample[0]
+    default = sample * factor
+    sized = [dataclasses.replace(item, width=item.width or default, height=item.height or default) for item in items]
+    for item in sized:
+        for key in ("width", "height"):
+            value = getattr(item, key)
+            if value % factor:
+                raise PresetError(f"{key}: {value} is not divisible by {factor}, which this model needs",
+                                  hint=f"try {value // factor * factor or factor}")
+    width = preset.width or default
+    height = preset.height or default
+    steps = preset.steps or TXT2IMG_DEFAULT_STEPS
+    guidance = preset.guidance_scale if preset.guidance_scale is not None else TXT2IMG_DEFAULT_GUIDANCE
+    return preset.replace(width=width, height=height, steps=steps, guidance_scale=guidance), sized
+
+
+def run_txt2img(preset: Preset, options: Options, prompts: list[Any], items: list[Item] | None = None) -> Report:
+    """`diffcli txt2img`: the pipeline's own loop, one generator per image, prompts batched."""
+    from diffcli.sampling import sample_txt2img
+
+    def sampler(pipe: Any, batch: list[Item], generators: list[Any], on_step: Any, want_x0: bool) -> Any:
+        first = batch[0]
+        kwargs = {"prompt": [item.prompt for item in batch], "guidance_scale": first.guidance_scale,
+                  "width": first.width, "height": first.height, "generator": generators}
+        if first.negative_prompt is not None:
+            kwargs["negative_prompt"] = [item.negative_prompt for item in batch]
+        return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0)
+
+    def metadata(pipe: Any, resolved: Preset, item: Item) -> dict[str, str]:
+        from diffcli.schedulers import label_for
+
+        fields = {"Steps": item.steps, "Sampler": label_for(pipe.scheduler), "CFG scale": item.guidance_scale,
+                  "Seed": item.seed, "Size": f"{item.width}x{item.height}", "Model": resolved.name or resolved.model}
+        return image_metadata(pipe, resolved, item, "txt2img", fields)
+
+    return run(preset, "txt2img", items if items is not None else txt2img_items(preset, prompts), options,
+               sampler, metadata, finalize=_sized)

@@ -50,6 +50,7 @@ class FrameSink:
                  latent: bool, decode: str, overwrite: bool, size: tuple[int, int] | None,
                  workers: int = 1, max_pending: int = 4) -> None:
         self.folder = folder
+        self.every = every
         self.wanted = set(frame_steps(total_steps, every))
         self.total_steps = total_steps
         self.kinds = kinds
@@ -65,8 +66,10 @@ class FrameSink:
         self._batch: list[tuple[int, int, str]] = []
         self._deferred: list[tuple[int, str, Step]] = []
 
-    def start_batch(self, items: list[tuple[int, int, str]]) -> None:
-        """(image_index, seed, stem) of each image in the coming batch."""
+    def start_batch(self, items: list[tuple[int, int, str]], total_steps: int) -> None:
+        """(image_index, seed, stem) of each image in the coming batch, and its number of steps."""
+        self.total_steps = total_steps
+        self.wanted = set(frame_steps(total_steps, self.every))
         self._batch = items
         self._deferred = []
 

@@ -106,9 +106,16 @@ def batches(items: list[Item], size: int) -> list[list[Item]]:
 Sampler = Callable[[Any, list[Item], list[Any], Callable[[Step], None] | None, bool], Any]
 
 
+Finalize = Callable[[Any, Preset, list[Item]], tuple[Preset, list[Item]]]
+
+
 def run(preset: Preset, task: str, items: list[Item], options: Options, sampler: Sampler,
-        metadata: Callable[[Any, Preset, Item], dict[str, str]], loaded: Any = None) -> Report:
-    """Load (unless given), sample every batch, write images and frames; always returns a report."""
+        metadata: Callable[[Any, Preset, Item], dict[str, str]], loaded: Any = None,
+        finalize: Finalize | None = None) -> Report:
+    """Load (unless given), sample every batch, write images and frames; always returns a report.
+
+    `finalize(loaded, preset, items)` fills in what needs the loaded model (e.g. default sizes).
+    """
     import torch
 
     from diffcli.pipelines import load_pipeline
@@ -122,6 +129,9 @@ def run(preset: Preset, task: str, items: list[Item], options: Options, sampler:
     if loaded is None:
         loaded = load_pipeline(preset, task)
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
+    if finalize is not None:
+        preset, todo = finalize(loaded, preset, todo)
+        report.preset = preset.to_dict()
     pipe = loaded.pipe
     sink = _frame_sink(preset, options, output_dir, pipe, loaded.task) if options.frames else None
     generate_started = time.perf_counter()
@@ -131,7 +141,7 @@ def run(preset: Preset, task: str, items: list[Item], options: Options, sampler:
                 progress.start_batch(batch[0].index, len(batch))
                 generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
                 if sink is not None:
-                    sink.start_batch([(item.index, item.seed, item.stem) for item in batch])
+                    sink.start_batch([(item.index, item.seed, item.stem) for item in batch], batch[0].steps or preset.steps or 1)
 
                 def on_step(step: Step) -> None:
                     progress.advance_step(step.call, step.total_calls)

@@ -31,6 +31,14 @@ class LoadedPipeline:
     class_name: str
 
 
+def quiet_libraries() -> None:
+    """Keep transformers/diffusers chatter (warnings, loading bars) off stderr unless debugging."""
+    if os.environ.get("DIFFCLI_DEBUG", "") in ("", "0"):
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def apply_offline(offline: bool) -> None:
     """Set HF_HUB_OFFLINE before huggingface_hub is imported (it reads it at import)."""
     if offline:
@@ -136,6 +144,7 @@ def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
     """Load, place and configure the pipeline a preset describes."""
     offline = is_offline(preset)
     apply_offline(offline)
+    quiet_libraries()
     index = read_model_index(preset.model, preset, offline)
     actual_task = task_of(index)
     if task is not None:
@@ -162,6 +171,12 @@ def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline:
     import diffusers
 
     diffusers.utils.logging.disable_progress_bar()
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
     kwargs: dict[str, Any] = {
         "revision": preset.revision,
         "variant": preset.variant,

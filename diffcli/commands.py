@@ -64,10 +64,13 @@ def _sized(loaded: Any, preset: Preset, items: list[Item]) -> tuple[Preset, list
     from diffcli.errors import PresetError
 
     pipe = loaded.pipe
-    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    import math
+
+    vae_factor = int(getattr(pipe, "vae_scale_factor", 8))
+    factor = math.lcm(8, vae_factor)  # the SD-family pipelines check multiples of 8 themselves
     sample = pipe.unet.config.sample_size if getattr(pipe, "unet", None) is not None else 64
     sample = sample if isinstance(sample, int) else sample[0]
-    default = sample * factor
+    default = sample * vae_factor
     sized = [dataclasses.replace(item, width=item.width or default, height=item.height or default) for item in items]
     for item in sized:
         for key in ("width", "height"):

@@ -94,6 +94,7 @@ def read_model_index(model: str, preset: Preset, offline: bool) -> dict[str, Any
             raise ModelError(f"{index}: corrupt model_index.json: {err}") from None
         if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
             raise ModelError(f"{index}: corrupt model_index.json: no _class_name")
+        check_local_weights(local, data, preset.allow_pickle)
         return data
     from diffusers import DiffusionPipeline
 
@@ -118,6 +119,23 @@ def _hub_error(model: str, err: Exception, offline: bool) -> ModelError:
         return ModelError(f"'{model}' was not found on the hub (and is not a local folder)")
     return ModelError(f"cannot load '{model}': {text}",
                       hint="no network? use --offline with a cached model or a local folder")
+
+
+WEIGHT_SUFFIXES = {".safetensors": "safe", ".bin": "pickle", ".pt": "pickle", ".pth": "pickle", ".ckpt": "pickle"}
+
+
+def check_local_weights(folder: Path, index: dict[str, Any], allow_pickle: bool) -> None:
+    """Before loading: each model component has weights, and safetensors unless pickle is allowed."""
+    for name, spec in index.items():
+        component = folder / name
+        if name.startswith("_") or not isinstance(spec, list) or not spec[0] or not (component / "config.json").is_file():
+            continue
+        kinds = {WEIGHT_SUFFIXES[p.suffix] for p in component.iterdir() if p.suffix in WEIGHT_SUFFIXES}
+        if not kinds:
+            raise ModelError(f"{component}: no weights file (.safetensors) in this component folder")
+        if kinds == {"pickle"} and not allow_pickle:
+            raise ModelError(f"{component}: only pickle weights (.bin/.pt), which can run code when loaded",
+                             hint="if you trust this model, opt in with --allow-pickle or `allow_pickle: true`")
 
 
 def task_of(index: dict[str, Any]) -> str:
@@ -171,6 +189,8 @@ def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline:
     import diffusers
 
     diffusers.utils.logging.disable_progress_bar()
+    if os.environ.get("DIFFCLI_DEBUG", "") in ("", "0"):
+        diffusers.utils.logging.set_verbosity(diffusers.utils.logging.CRITICAL)  # we report load errors ourselves
     try:
         import transformers
 
@@ -208,8 +228,8 @@ def _place(pipe: Any, preset: Preset) -> Any:
 def _load_error(preset: Preset, err: Exception, offline: bool) -> ModelError:
     text = str(err)
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    if not preset.allow_pickle and ("safetensors" in text.lower() and ("use_safetensors" in text or "not found" in text.lower()
-                                                                     or "could not find" in text.lower())):
+    if not preset.allow_pickle and "safetensors" in text.lower() and (
+            "use_safetensors" in text or "no file named" in text.lower() or "could not find" in text.lower()):
         return ModelError(
             f"{preset.model}: no safetensors weights (only pickle .bin files, which can run code when loaded)",
             hint="if you trust this model, opt in with --allow-pickle or `allow_pickle: true`",

@@ -55,7 +55,7 @@ def digits_text_quality(model: Path, guidance: float, per_digit: int = 32, steps
 
     pipe = _pipeline(model, device, scheduler)
     classifier, _ = train_classifier()
-    accuracy, samples = [], []
+    accuracy, confident, samples = [], [], []
     for digit in range(10):
         prompt = prompt_form.format(n=digit, w=WORDS[digit])
         generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(per_digit)]
@@ -63,12 +63,14 @@ def digits_text_quality(model: Path, guidance: float, per_digit: int = 32, steps
             images = pipe([prompt] * per_digit, num_inference_steps=steps, guidance_scale=guidance,
                           generator=generators, output_type="np").images
         pixels = to_uint8(images)
-        predicted, _ = classify(classifier, pixels)
+        predicted, confidence = classify(classifier, pixels)
         accuracy.append(float((predicted == digit).mean()))
+        confident.append(float(((predicted == digit) & (confidence >= 0.8)).mean()))
         samples.append(pixels[:8])
     return {"model": str(model), "guidance_scale": guidance, "steps": steps, "per_digit": per_digit,
             "accuracy": [round(a, 4) for a in accuracy], "min_accuracy": min(accuracy),
-            "mean_accuracy": float(np.mean(accuracy)), "pixels": np.concatenate(samples)}
+            "mean_accuracy": float(np.mean(accuracy)),
+            "mean_confident_correct": float(np.mean(confident)), "pixels": np.concatenate(samples)}
 
 
 def contact_sheet(pixels: Any, columns: int, scale: int = 4) -> Any:

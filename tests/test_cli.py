@@ -1,0 +1,174 @@
+"""The CLI through Typer's runner and as real subprocesses: exit codes, stdout/stderr split, no tracebacks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from diffcli.cli import app
+from tests.conftest import REPO, run_cli
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args), env={"COLUMNS": "120", "NO_COLOR": "1"})
+
+
+def test_presets_list_and_show():
+    result = invoke("presets")
+    assert result.exit_code == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {"digits", "digits-text", "ddpm-church-256"} <= set(names)
+    shown = invoke("presets", "show", "ddpm-church-256")
+    assert shown.exit_code == 0 and "model: google/ddpm-ema-church-256" in shown.stdout
+
+
+def test_unconditional_json_schema(tiny_ddpm, tmp_path):
+    result = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "6", "-n", "2", "--seed", "3",
+                    "--every", "3", "-o", str(tmp_path / "o"), "--json", "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "ok"
+    assert [(i["seed"], os.path.basename(i["path"])) for i in doc["images"]] == [(3, "0000-s3.png"), (4, "0001-s4.png")]
+    assert {(f["image_index"], f["step"]) for f in doc["frames"]} == {(0, 3), (0, 6), (1, 3), (1, 6)}
+    assert all({"path", "step", "timestep", "image_index", "kind"} <= set(f) for f in doc["frames"])
+    assert doc["preset"]["steps"] == 6 and {"load_s", "generate_s", "total_s"} <= set(doc["timings"])
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["unconditional", "--preset", "nope-preset"], 2, "unknown preset 'nope-preset'"),
+    (["unconditional", "--set", "stepz=4"], 2, "did you mean 'steps'"),
+    (["unconditional", "--steps", "0"], 2, "steps: expected an integer >= 1"),
+    (["unconditional", "--scheduler", "eulr"], 2, "unknown scheduler 'eulr'"),
+    (["unconditional", "--model", "./no/such/folder"], 3, "model folder not found"),
+    (["unconditional", "--model", "bad//id!!", "--offline"], 3, "not"),
+    (["unconditional", "--model", "google/ddpm-cifar10-32", "--offline"], 3, "not in the local cache and diffcli is offline"),
+    (["txt2img", "a cat", "--preset", "digits"], 3, "not a txt2img model"),
+    (["unconditional", "--overwrite", "--skip-existing"], 2, "exclude each other"),
+    (["txt2img"], 2, "no prompt"),
+])
+def test_user_mistakes_are_one_line_errors(args, code, message):
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_model_folder_problems(tmp_path, tiny_ddpm):
+    (tmp_path / "empty").mkdir()
+    result = invoke("unconditional", "--model", str(tmp_path / "empty"))
+    assert result.exit_code == 3 and "no model_index.json" in result.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model_index.json").write_text("{oops")
+    result = invoke("unconditional", "--model", str(bad))
+    assert result.exit_code == 3 and "corrupt model_index.json" in result.stderr
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    (unknown / "model_index.json").write_text('{"_class_name": "NoSuchPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}')
+    result = invoke("unconditional", "--model", str(unknown))
+    assert result.exit_code == 3 and "unknown pipeline class 'NoSuchPipeline'" in result.stderr
+
+
+def test_truncated_weights_and_pickle_only(tmp_path, tiny_ddpm):
+    import shutil
+
+    truncated = tmp_path / "trunc"
+    shutil.copytree(tiny_ddpm, truncated)
+    weights = truncated / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = invoke("unconditional", "--model", str(truncated), "--steps", "2", "-o", str(tmp_path / "o"))
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_ddpm, pickled)
+    state = load_file(pickled / "unet" / "diffusion_pytorch_model.safetensors")
+    (pickled / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(state, pickled / "unet" / "diffusion_pytorch_model.bin")
+    result = invoke("unconditional", "--model", str(pickled), "--steps", "2", "-o", str(tmp_path / "o2"))
+    assert result.exit_code == 3 and "--allow-pickle" in result.stderr, result.output
+    result = invoke("unconditional", "--model", str(pickled), "--steps", "2", "-o", str(tmp_path / "o3"),
+                    "--allow-pickle", "--quiet")
+    assert result.exit_code == 0, result.output
+
+
+def test_existing_output_refused_skipped_or_overwritten(tiny_ddpm, tmp_path):
+    args = ["unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "-o", str(tmp_path / "o"), "--quiet"]
+    assert invoke(*args).exit_code == 0
+    first = (tmp_path / "o" / "0000-s0.png").read_bytes()
+    refused = invoke(*args)
+    assert refused.exit_code == 4 and "already exists" in refused.stderr
+    skipped = invoke(*args, "-n", "3", "--json")
+    assert skipped.exit_code == 4
+    skipped = invoke(*args[:-1], "-n", "3", "--skip-existing", "--json", "--quiet")
+    doc = json.loads(skipped.stdout)
+    assert [os.path.basename(i["path"]) for i in doc["images"]] == ["0002-s2.png"] and len(doc["skipped"]) == 2
+    assert invoke(*args, "--overwrite").exit_code == 0
+    assert (tmp_path / "o" / "0000-s0.png").read_bytes() == first
+    (tmp_path / "file").write_text("x")
+    result = invoke("unconditional", "--model", str(tiny_ddpm), "-o", str(tmp_path / "file"))
+    assert result.exit_code == 4 and "is a file" in result.stderr
+
+
+def test_inspect_json_and_table(tiny_sd):
+    result = invoke("inspect", str(tiny_sd), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["pipeline"] == "StableDiffusionPipeline" and info["task"] == "txt2img"
+    names = {c["name"]: c for c in info["components"]}
+    assert names["unet"]["class"] == "UNet2DConditionModel" and names["unet"]["parameters"] > 0
+    assert "euler" in info["scheduler"]["compatible"] and info["scheduler"]["class"] == "PNDMScheduler"
+    table = invoke("inspect", "digits")
+    assert table.exit_code == 0 and "UNet2DModel" in table.stdout and "compatible schedulers" in table.stdout
+
+
+def test_help_imports_neither_torch_nor_diffusers():
+    code = ("import sys; from diffcli.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['--help']); r2 = CliRunner().invoke(app, ['presets']); "
+            "r3 = CliRunner().invoke(app, ['txt2img', '--help']); "
+            "assert r.exit_code == r2.exit_code == r3.exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_subprocess_run_and_help():
+    help_result = run_cli("--help")
+    assert help_result.returncode == 0 and "unconditional" in help_result.stdout
+    result = run_cli("unconditional", "--preset", "digits", "-n", "2", "--steps", "3", "-o", "o", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert len(doc["images"]) == 2 and "Traceback" not in result.stderr
+
+
+def test_sigint_keeps_finished_images_and_leaves_no_temp_files(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", "500",
+                             "-b", "1", "--steps", "20", "-o", str(out), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("0*.png"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    doc = json.loads(stdout)
+    assert doc["status"] == "interrupted" and len(doc["images"]) >= 2
+    from PIL import Image
+
+    for entry in doc["images"]:
+        Image.open(entry["path"]).verify()
+    assert not [p for p in out.iterdir() if p.name.startswith(".diffcli-tmp-")]

@@ -327,6 +327,49 @@ def txt2img(
     _print_paths(run_txt2img(p, options, lines), as_json)
 
 
+@app.command("denoise-trace")
+@guarded
+def denoise_trace(
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt, for text-to-image presets.")] = None,
+    show: Annotated[Optional[str], typer.Option("--show", help="x_t | x0 | both.")] = None,
+    animation_format: Annotated[Optional[str], typer.Option("--animation", help="gif | webp | none.")] = None,
+    frame_duration: Annotated[Optional[int], typer.Option("--frame-duration", help="Milliseconds per frame.")] = None,
+    exact_frames: Annotated[bool, typer.Option("--exact-frames", help="Decode latent frames with the VAE.")] = False,
+    negative_prompt: Annotated[Optional[str], typer.Option("--negative-prompt")] = None,
+    guidance_scale: Annotated[Optional[float], typer.Option("--guidance-scale", "-g")] = None,
+    preset: PresetOpt = None, sets: SetOpt = None, model: ModelOpt = None, scheduler: SchedulerOpt = None,
+    steps: StepsOpt = None, seed: SeedOpt = None, num_images: NumOpt = None, batch_size: BatchOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None, every: EveryOpt = None, output: OutputOpt = None,
+    offline: OfflineOpt = False, allow_pickle: PickleOpt = False, threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False, skip_existing: SkipOpt = False, as_json: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Watch a model turn noise into a picture: frames every N steps, a contact sheet and an animation.
+
+    Examples:
+
+      diffcli denoise-trace --preset digits --num-images 4 --every 10 --animation webp
+
+      diffcli denoise-trace --preset ddpm-church-256 --every 50
+
+      diffcli denoise-trace --preset sd15 --prompt "a cat playing bass" --every 5 --show both
+    """
+    from diffcli.commands import run_trace
+    from diffcli.generate import Options
+    from diffcli.presets import resolve
+
+    _install_sigterm()
+    resolved = resolve(preset, "digits", sets, _flags(
+        model=model, scheduler=scheduler, steps=steps, seed=seed, num_images=num_images, batch_size=batch_size,
+        device=device, dtype=dtype, every=every, output=output, offline=offline, allow_pickle=allow_pickle,
+        threads=threads, prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, show=show,
+        animation=animation_format, frame_duration=frame_duration, frame_decode="vae" if exact_frames else None))
+    _check_exclusive(overwrite, skip_existing)
+    p = resolved.preset
+    options = Options("denoise-trace", overwrite=overwrite, skip_existing=skip_existing, quiet=quiet, frames=True,
+                      frame_kinds=_kinds(p.show))
+    _print_paths(run_trace(p, options), as_json)
+
+
 @app.command("replay")
 @guarded
 def replay(

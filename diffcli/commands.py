@@ -106,3 +106,27 @@ def run_txt2img(preset: Preset, options: Options, prompts: list[Any], items: lis
 
     return run(preset, "txt2img", items if items is not None else txt2img_items(preset, prompts), options,
                sampler, metadata, finalize=_sized)
+
+
+def run_trace(preset: Preset, options: Options) -> Report:
+    """`diffcli denoise-trace`: the same Sampler with the frame sink on, then a sheet and an animation per image."""
+    from pathlib import Path
+
+    from diffcli.errors import UsageError
+    from diffcli.frames import default_every
+    from diffcli.pipelines import is_offline, read_model_index, task_of
+    from diffcli.prompts import PromptLine
+    from diffcli.trace import build_trace_outputs
+
+    task = preset.task or task_of(read_model_index(preset.model, preset, is_offline(preset)))
+    default_steps = TXT2IMG_DEFAULT_STEPS if task == "txt2img" else UNCONDITIONAL_DEFAULT_STEPS
+    steps = preset.steps or default_steps
+    preset = preset.replace(steps=steps, every=preset.every or default_every(steps))
+    if task == "txt2img":
+        if not preset.prompt:
+            raise UsageError("this is a text-to-image preset: give --prompt \"...\"")
+        report = run_txt2img(preset, options, [PromptLine(preset.prompt)])
+    else:
+        report = run_unconditional(preset, options)
+    build_trace_outputs(report, Path(preset.output), preset.animation, preset.frame_duration, options.overwrite)
+    return report

@@ -92,7 +92,18 @@ class FrameSink:
             self._submit(step, kind, final_pixels)
         self._deferred = []
 
+    def _reap(self) -> None:
+        """Forget finished writes (re-raising a failed one now, not at the end)."""
+        pending = []
+        for future in self._futures:
+            if future.done():
+                future.result()
+            else:
+                pending.append(future)
+        self._futures = pending
+
     def _submit(self, step: Step, kind: str, pixels: Any) -> None:
+        self._reap()
         for (image_index, seed, stem), image in zip(self._batch, pixels):
             name = f"{stem}-step{step.step:04d}-t{int(round(step.timestep)):04d}-{kind.replace('_', '')}.png"
             record = FrameRecord(str(self.folder / name), step.step, int(round(step.timestep)), image_index, kind, seed)

@@ -11,7 +11,7 @@ from diffcli.sampling import sample_unconditional
 UNCONDITIONAL_DEFAULT_STEPS = 1000
 
 
-def run_unconditional(preset: Preset, options: Options, items: list[Item] | None = None) -> Report:
+def run_unconditional(preset: Preset, options: Options, items: list[Item] | None = None, loaded: Any = None) -> Report:
     """`diffcli unconditional`: the own loop over scheduler.timesteps, one generator per image."""
     steps = preset.steps or UNCONDITIONAL_DEFAULT_STEPS
 
@@ -29,7 +29,7 @@ def run_unconditional(preset: Preset, options: Options, items: list[Item] | None
 
     preset = preset.replace(steps=steps)
     return run(preset, "unconditional", items if items is not None else unconditional_items(preset), options,
-               sampler, metadata)
+               sampler, metadata, loaded=loaded)
 
 
 TXT2IMG_DEFAULT_STEPS = 50
@@ -85,7 +85,8 @@ def _sized(loaded: Any, preset: Preset, items: list[Item]) -> tuple[Preset, list
     return preset.replace(width=width, height=height, steps=steps, guidance_scale=guidance), sized
 
 
-def run_txt2img(preset: Preset, options: Options, prompts: list[Any], items: list[Item] | None = None) -> Report:
+def run_txt2img(preset: Preset, options: Options, prompts: list[Any], items: list[Item] | None = None,
+                loaded: Any = None) -> Report:
     """`diffcli txt2img`: the pipeline's own loop, one generator per image, prompts batched."""
     from diffcli.sampling import sample_txt2img
 
@@ -105,10 +106,10 @@ def run_txt2img(preset: Preset, options: Options, prompts: list[Any], items: lis
         return image_metadata(pipe, resolved, item, "txt2img", fields)
 
     return run(preset, "txt2img", items if items is not None else txt2img_items(preset, prompts), options,
-               sampler, metadata, finalize=_sized)
+               sampler, metadata, loaded=loaded, finalize=_sized)
 
 
-def run_trace(preset: Preset, options: Options) -> Report:
+def run_trace(preset: Preset, options: Options, loaded: Any = None) -> Report:
     """`diffcli denoise-trace`: the same Sampler with the frame sink on, then a sheet and an animation per image."""
     from pathlib import Path
 
@@ -125,8 +126,8 @@ def run_trace(preset: Preset, options: Options) -> Report:
     if task == "txt2img":
         if not preset.prompt:
             raise UsageError("this is a text-to-image preset: give --prompt \"...\"")
-        report = run_txt2img(preset, options, [PromptLine(preset.prompt)])
+        report = run_txt2img(preset, options, [PromptLine(preset.prompt)], loaded=loaded)
     else:
-        report = run_unconditional(preset, options)
+        report = run_unconditional(preset, options, loaded=loaded)
     build_trace_outputs(report, Path(preset.output), preset.animation, preset.frame_duration, options.overwrite)
     return report

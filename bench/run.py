@@ -1,0 +1,247 @@
+"""diffcli against plain diffusers on the same work, in the same run: ratios, not absolute claims.
+
+    python bench/run.py            # full: about 10 minutes on 2 CPU cores
+    python bench/run.py --quick    # fewer repetitions and steps
+
+Cases (medians over alternating repetitions; ratio = diffcli / baseline, lower is better):
+  startup        `diffcli --help`, `diffcli presets`, `diffcli txt2img --help` wall time (no torch import)
+  uncond-process whole processes: `diffcli unconditional` vs a plain DDPMPipeline script, DDPM 1000 steps, 4 images
+  uncond-inproc  the same generation in one process (model loaded once for each side)
+  txt2img        digits-text, 25 steps, 4 images: diffcli's txt2img vs StableDiffusionPipeline in-process
+  trace          denoise-trace --every 50 over 1000 steps vs the same generation without frames
+  batch          images/s and peak RSS for --batch-size 1, 4, 16, 64 on the digits model (DDIM 50 steps)
+  threads        1 vs 2 (vs all available) torch threads, same generation, separate processes
+Prints a table and writes bench/results/run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+DIGITS = REPO / "models" / "digits"
+DIGITS_TEXT = REPO / "models" / "digits-text"
+
+PLAIN_DDPM = """
+import sys, torch
+from diffusers import DDPMPipeline
+pipe = DDPMPipeline.from_pretrained(sys.argv[1]); pipe.set_progress_bar_config(disable=True)
+n, steps, out = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+images = pipe(batch_size=n, num_inference_steps=steps,
+              generator=[torch.Generator("cpu").manual_seed(i) for i in range(n)]).images
+for i, image in enumerate(images):
+    image.save(f"{out}/{i:04d}.png")
+"""
+
+
+def timed(command: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one subprocess."""
+    started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run(command, capture_output=True, text=True, env=env or ENV)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
+    return seconds, max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
+def alternate(reps: int, a, b) -> tuple[float, float]:
+    """Run a and b alternately `reps` times; medians."""
+    times_a, times_b = [], []
+    for _ in range(reps):
+        times_a.append(a())
+        times_b.append(b())
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def case_startup(reps: int) -> dict:
+    out = {}
+    for args in (["--help"], ["presets"], ["txt2img", "--help"]):
+        runs = [timed([sys.executable, "-m", "diffcli", *args])[0] for _ in range(reps)]
+        out[" ".join(args)] = round(statistics.median(runs), 3)
+    return out
+
+
+def case_uncond_process(reps: int, steps: int) -> dict:
+    tmp = Path(tempfile.mkdtemp())
+
+    def ours() -> float:
+        return timed([sys.executable, "-m", "diffcli", "unconditional", "--model", str(DIGITS), "--scheduler", "ddpm",
+                      "--steps", str(steps), "-n", "4", "-b", "4", "-o", str(tmp / "ours"), "--overwrite", "--quiet"])[0]
+
+    def plain() -> float:
+        (tmp / "plain").mkdir(exist_ok=True)
+        return timed([sys.executable, "-c", PLAIN_DDPM, str(DIGITS), "4", str(steps), str(tmp / "plain")])[0]
+
+    a, b = alternate(reps, ours, plain)
+    return {"diffcli_s": round(a, 2), "diffusers_s": round(b, 2), "ratio": round(a / b, 3)}
+
+
+def case_uncond_inproc(reps: int, steps: int) -> dict:
+    import torch
+    from diffusers import DDPMPipeline
+
+    from diffcli.commands import run_unconditional
+    from diffcli.generate import Options
+    from diffcli.pipelines import load_pipeline
+    from diffcli.presets import Preset
+
+    tmp = Path(tempfile.mkdtemp())
+    preset = Preset(model=str(DIGITS), scheduler="ddpm", steps=steps, num_images=4, batch_size=4, device="cpu",
+                    output=str(tmp))
+    loaded = load_pipeline(preset, "unconditional")
+    plain = DDPMPipeline.from_pretrained(DIGITS)
+    plain.set_progress_bar_config(disable=True)
+
+    def ours() -> float:
+        started = time.perf_counter()
+        run_unconditional(preset, Options("bench", overwrite=True, quiet=True), loaded=loaded)
+        return time.perf_counter() - started
+
+    def baseline() -> float:
+        started = time.perf_counter()
+        images = plain(batch_size=4, num_inference_steps=steps,
+                       generator=[torch.Generator("cpu").manual_seed(i) for i in range(4)]).images
+        for i, image in enumerate(images):
+            image.save(tmp / f"plain-{i}.png")
+        return time.perf_counter() - started
+
+    a, b = alternate(reps, ours, baseline)
+    return {"diffcli_s": round(a, 2), "diffusers_s": round(b, 2), "ratio": round(a / b, 3)}
+
+
+def case_txt2img(reps: int, steps: int) -> dict:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from diffcli.commands import run_txt2img
+    from diffcli.generate import Options
+    from diffcli.pipelines import load_pipeline
+    from diffcli.presets import Preset
+    from diffcli.prompts import PromptLine
+
+    tmp = Path(tempfile.mkdtemp())
+    preset = Preset(model=str(DIGITS_TEXT), steps=steps, num_images=4, batch_size=4, guidance_scale=4.0, device="cpu",
+                    output=str(tmp))
+    loaded = load_pipeline(preset, "txt2img")
+    plain = StableDiffusionPipeline.from_pretrained(DIGITS_TEXT)
+    plain.set_progress_bar_config(disable=True)
+    prompt = "a handwritten digit 7"
+
+    def ours() -> float:
+        started = time.perf_counter()
+        run_txt2img(preset, Options("bench", overwrite=True, quiet=True), [PromptLine(prompt)], loaded=loaded)
+        return time.perf_counter() - started
+
+    def baseline() -> float:
+        started = time.perf_counter()
+        images = plain([prompt] * 4, num_inference_steps=steps, guidance_scale=4.0,
+                       generator=[torch.Generator("cpu").manual_seed(i) for i in range(4)]).images
+        for i, image in enumerate(images):
+            image.save(tmp / f"plain-{i}.png")
+        return time.perf_counter() - started
+
+    a, b = alternate(reps, ours, baseline)
+    return {"diffcli_s": round(a, 3), "diffusers_s": round(b, 3), "ratio": round(a / b, 3)}
+
+
+def case_trace(reps: int, steps: int) -> dict:
+    from diffcli.commands import run_trace, run_unconditional
+    from diffcli.generate import Options
+    from diffcli.pipelines import load_pipeline
+    from diffcli.presets import Preset
+
+    tmp = Path(tempfile.mkdtemp())
+    base = Preset(model=str(DIGITS), scheduler="ddpm", steps=steps, num_images=4, batch_size=4, device="cpu",
+                  output=str(tmp / "plain"))
+    loaded = load_pipeline(base, "unconditional")
+
+    def go(preset: Preset, frames: bool) -> float:
+        started = time.perf_counter()
+        if frames:
+            run_trace(preset, Options("bench", overwrite=True, quiet=True, frames=True), loaded=loaded)
+        else:
+            run_unconditional(preset, Options("bench", overwrite=True, quiet=True), loaded=loaded)
+        return time.perf_counter() - started
+
+    traced = base.replace(every=50, output=str(tmp / "trace"))
+    a, b = alternate(reps, lambda: go(traced, True), lambda: go(base, False))
+    return {"trace_s": round(a, 2), "no_frames_s": round(b, 2), "ratio": round(a / b, 3)}
+
+
+def case_batch(sizes: list[int], images: int) -> dict:
+    out = {}
+    tmp = Path(tempfile.mkdtemp())
+    for size in sizes:
+        count = max(images, size)
+        seconds, rss = timed([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", str(count),
+                              "-b", str(size), "-o", str(tmp / f"b{size}"), "--quiet", "--json"])
+        # generation time from the report would exclude start-up; re-run in-process would mix RSS, so use wall
+        out[str(size)] = {"images": count, "wall_s": round(seconds, 2), "images_per_s": round(count / seconds, 2),
+                          "peak_rss_mib": round(rss / 1024, 1)}
+    return out
+
+
+def case_threads(reps: int) -> dict:
+    tmp = Path(tempfile.mkdtemp())
+    counts = sorted({1, 2, os.cpu_count() or 1})
+    out = {}
+    for count in counts:
+        runs = []
+        for _ in range(reps):
+            result = subprocess.run([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", "16",
+                                     "-b", "16", "--threads", str(count), "-o", str(tmp / f"t{count}"), "--overwrite",
+                                     "--quiet", "--json"], capture_output=True, text=True, env=ENV)
+            runs.append(json.loads(result.stdout)["timings"]["generate_s"])
+        out[str(count)] = round(statistics.median(runs), 3)
+    from diffcli.threads import default_threads
+
+    out["default"] = default_threads()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", nargs="*")
+    parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "run.json")
+    args = parser.parse_args()
+    reps = 3 if args.quick else 5
+    steps = 200 if args.quick else 1000
+    import torch
+
+    results: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "quick": args.quick,
+                                 "python": sys.version.split()[0]}}
+    cases = {
+        "startup": lambda: case_startup(reps),
+        "uncond-process": lambda: case_uncond_process(reps, steps),
+        "uncond-inproc": lambda: case_uncond_inproc(reps, steps),
+        "txt2img": lambda: case_txt2img(reps, 25),
+        "trace": lambda: case_trace(reps, steps),
+        "batch": lambda: case_batch([1, 4, 16, 64], 64 if not args.quick else 16),
+        "threads": lambda: case_threads(reps),
+    }
+    for name, case in cases.items():
+        if args.cases and name not in args.cases:
+            continue
+        started = time.perf_counter()
+        results[name] = case()
+        print(f"{name:<15} {json.dumps(results[name])}  ({time.perf_counter() - started:.0f}s)", flush=True)
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -54,6 +54,10 @@ def _debug() -> bool:
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
+    from diffcli.distributed import is_main_process
+
+    if not is_main_process():  # rank 0 speaks for the whole run
+        raise typer.Exit(int(code))
     print(f"Error: {message}", file=sys.stderr, flush=True)
     if as_json:
         _emit_json({"status": "error", "error": {"exit_code": int(code), "message": message}})
@@ -78,6 +82,8 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         except DiffcliError as err:
             if _debug():
                 raise
+            if err.reported:
+                raise typer.Exit(int(err.exit_code)) from None
             if isinstance(err, Interrupted) and as_json:
                 _emit_partial_report()
             message = err.message + (f" ({err.hint})" if err.hint else "")
@@ -138,6 +144,10 @@ def _flags(**values: Any) -> dict[str, Any]:
 
 
 def _print_paths(report: Any, as_json: bool) -> None:
+    from diffcli.distributed import is_main_process
+
+    if not is_main_process():
+        return
     if as_json:
         _emit_json(report.to_dict())
         return

@@ -21,6 +21,7 @@ class DiffcliError(Exception):
     """A failure the user can act on: printed as one line, never as a traceback."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    reported: bool = False  # already printed (rank 0 of a multi-process run)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

@@ -115,17 +115,45 @@ def run(preset: Preset, task: str, items: list[Item], options: Options, sampler:
     """Load (unless given), sample every batch, write images and frames; always returns a report.
 
     `finalize(loaded, preset, items)` fills in what needs the loaded model (e.g. default sizes).
+    Under a multi-process launch each rank takes its share of the items and rank 0 gets the
+    combined report; a failure on any rank fails every rank with a message naming it.
     """
-    import torch
-
-    from diffcli.pipelines import load_pipeline
+    from diffcli.distributed import current, device_for_rank
     from diffcli.threads import configure_threads
 
+    ranks = current()
     report = Report(preset=preset.to_dict())
     output_dir = Path(preset.output)
     todo = plan_outputs(items, output_dir, options, report)
+    if ranks is not None:
+        ranks.barrier()  # every rank has checked the names before any rank writes one
+        todo = ranks.share(todo)
+        options.quiet = options.quiet or not ranks.is_main
+        preset = preset.replace(device=device_for_rank(preset.device))
     started = time.perf_counter()
     report.extra["threads"] = configure_threads(preset.threads)
+    failure: BaseException | None = None
+    try:
+        _generate(preset, task, todo, options, sampler, metadata, loaded, finalize, report, started)
+    except (KeyboardInterrupt, Interrupted):
+        raise
+    except Exception as err:  # noqa: BLE001 - under a launch, reported to every rank below
+        if ranks is None:
+            raise
+        failure = err
+    if ranks is not None:
+        report = _gather(ranks, report, failure)
+    return report
+
+
+def _generate(preset: Preset, task: str, todo: list[Item], options: Options, sampler: Sampler,
+              metadata: Callable[[Any, Preset, Item], dict[str, str]], loaded: Any, finalize: Finalize | None,
+              report: Report, started: float) -> None:
+    """Load, then sample and write batch by batch, filling `report` as files land."""
+    import torch
+
+    from diffcli.pipelines import load_pipeline
+
     if loaded is None:
         loaded = load_pipeline(preset, task)
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
@@ -133,15 +161,18 @@ def run(preset: Preset, task: str, items: list[Item], options: Options, sampler:
         preset, todo = finalize(loaded, preset, todo)
         report.preset = preset.to_dict()
     pipe = loaded.pipe
+    output_dir = Path(preset.output)
     sink = _frame_sink(preset, options, output_dir, pipe, loaded.task) if options.frames else None
     generate_started = time.perf_counter()
+    _last_report[0] = report
     try:
         with Progress(len(todo), options.quiet) as progress:
             for batch in batches(todo, preset.batch_size):
                 progress.start_batch(batch[0].index, len(batch))
                 generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
                 if sink is not None:
-                    sink.start_batch([(item.index, item.seed, item.stem) for item in batch], batch[0].steps or preset.steps or 1)
+                    sink.start_batch([(item.index, item.seed, item.stem) for item in batch],
+                                     batch[0].steps or preset.steps or 1)
 
                 def on_step(step: Step) -> None:
                     progress.advance_step(step.call, step.total_calls)
@@ -168,9 +199,40 @@ def run(preset: Preset, task: str, items: list[Item], options: Options, sampler:
     finally:
         report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)
         report.timings["total_s"] = round(time.perf_counter() - started, 3)
-        _last_report[0] = report
     _drain(sink, report)
-    return report
+
+
+def _gather(ranks: Any, report: Report, failure: BaseException | None) -> Report:
+    """Collect every rank's report (and failure) on every rank; merge them in item order."""
+    from diffcli.distributed import RankFailed
+    from diffcli.errors import DiffcliError
+
+    error = None
+    if failure is not None:
+        message = failure.message if isinstance(failure, DiffcliError) else f"{type(failure).__name__}: {failure}"
+        code = int(failure.exit_code) if isinstance(failure, DiffcliError) else 1
+        error = {"message": message, "exit_code": code}
+    everything = ranks.gather({"report": report.to_dict(), "error": error})
+    for rank, payload in enumerate(everything):
+        if payload["error"] is not None:
+            failed = RankFailed(rank, payload["error"]["message"], payload["error"]["exit_code"])
+            if ranks.is_main:  # say it before any launcher tears the other ranks down
+                import sys
+
+                print(f"Error: {failed.message}", file=sys.stderr, flush=True)
+            ranks.barrier()
+            failed.reported = True
+            raise failed
+    merged = Report(preset=report.preset, skipped=report.skipped, extra={**report.extra, "processes": ranks.world})
+    for payload in everything:
+        merged.images.extend(payload["report"]["images"])
+        merged.frames.extend(payload["report"]["frames"])
+        for key, value in payload["report"]["timings"].items():
+            merged.timings[key] = max(merged.timings.get(key, 0.0), value)
+    merged.images.sort(key=lambda entry: entry["index"])
+    merged.frames.sort(key=lambda frame: (frame["image_index"], frame["step"], frame["kind"]))
+    _last_report[0] = merged
+    return merged
 
 
 _last_report: list[Report | None] = [None]

@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "run.json")
     args = parser.parse_args()
-    reps = 3 if args.quick else 5
+    reps = 2 if args.quick else 3
     steps = 200 if args.quick else 1000
     import torch
 

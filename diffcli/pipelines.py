@@ -96,13 +96,31 @@ def read_model_index(model: str, preset: Preset, offline: bool) -> dict[str, Any
             raise ModelError(f"{index}: corrupt model_index.json: no _class_name")
         check_local_weights(local, data, preset.allow_pickle)
         return data
+    check_hub_id(model)
     from diffusers import DiffusionPipeline
 
+    if os.environ.get("DIFFCLI_DEBUG", "") in ("", "0"):
+        import huggingface_hub.utils.logging as hub_logging
+
+        hub_logging.set_verbosity_error()
     try:
         data = DiffusionPipeline.load_config(model, revision=preset.revision, local_files_only=offline)
     except Exception as err:  # noqa: BLE001 - diffusers raises many types here; all mean "cannot load"
         raise _hub_error(model, err, offline) from None
     return dict(data)
+
+
+def check_hub_id(model: str) -> None:
+    """A malformed hub id is refused before any network access."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", model) or ".." in model or model.endswith("."):
+        raise ModelError(f"'{model}' is neither an existing local folder nor a valid hub id",
+                         hint="hub ids look like owner/name; local folders must exist")
+
+
+_NO_NETWORK = ("couldn't connect", "name or service not known", "connection", "does not appear to have a file named",
+               "temporary failure in name resolution", "network is unreachable", "timed out")
 
 
 def _hub_error(model: str, err: Exception, offline: bool) -> ModelError:
@@ -117,6 +135,9 @@ def _hub_error(model: str, err: Exception, offline: bool) -> ModelError:
         )
     if "RepositoryNotFound" in name or "404" in text:
         return ModelError(f"'{model}' was not found on the hub (and is not a local folder)")
+    if any(marker in str(err).lower() for marker in _NO_NETWORK):
+        return ModelError(f"cannot reach the Hugging Face Hub for '{model}', and it is not in the local cache",
+                          hint="check the network, or use a local folder / a cached model with --offline")
     return ModelError(f"cannot load '{model}': {text}",
                       hint="no network? use --offline with a cached model or a local folder")
 

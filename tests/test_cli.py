@@ -47,7 +47,8 @@ def test_unconditional_json_schema(tiny_ddpm, tmp_path):
     (["unconditional", "--steps", "0"], 2, "steps: expected an integer >= 1"),
     (["unconditional", "--scheduler", "eulr"], 2, "unknown scheduler 'eulr'"),
     (["unconditional", "--model", "./no/such/folder"], 3, "model folder not found"),
-    (["unconditional", "--model", "bad//id!!", "--offline"], 3, "not"),
+    (["unconditional", "--model", "bad id!!"], 3, "is neither an existing local folder nor a valid hub id"),
+    (["unconditional", "--model", "owner/na..me"], 3, "nor a valid hub id"),
     (["unconditional", "--model", "google/ddpm-cifar10-32", "--offline"], 3, "not in the local cache and diffcli is offline"),
     (["txt2img", "a cat", "--preset", "digits"], 3, "not a txt2img model"),
     (["unconditional", "--overwrite", "--skip-existing"], 2, "exclude each other"),
@@ -59,6 +60,44 @@ def test_user_mistakes_are_one_line_errors(args, code, message):
     assert message in result.stderr
     assert "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_weights_and_sigterm_exit_code(tmp_path, tiny_ddpm):
+    import shutil
+
+    missing = tmp_path / "missing"
+    shutil.copytree(tiny_ddpm, missing)
+    (missing / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    result = invoke("unconditional", "--model", str(missing))
+    assert result.exit_code == 3 and "no weights file" in result.stderr
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", "500",
+                             "-b", "1", "--steps", "20", "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("0*.png")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+
+
+def test_out_of_memory_message_names_the_levers():
+    from diffcli.cli import _oom_message
+
+    message = _oom_message(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert "--batch-size" in message and "cpu_offload" in message and "vae_tiling" in message
+    assert _oom_message(ValueError("bad")) is None
+
+
+def test_prompts_file_unreadable():
+    result = invoke("txt2img", "--prompts-file", "no-such-file.txt", "--preset", "digits-text")
+    assert result.exit_code == 2 and "prompts file not found" in result.stderr
+    os.mkdir("adir")
+    result = invoke("txt2img", "--prompts-file", "adir", "--preset", "digits-text")
+    assert result.exit_code == 2 and "cannot read prompts file" in result.stderr
 
 
 def test_model_folder_problems(tmp_path, tiny_ddpm):

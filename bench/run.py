@@ -181,16 +181,34 @@ def case_trace(reps: int, steps: int) -> dict:
 
 
 def case_batch(sizes: list[int], images: int) -> dict:
+    """Images/s of the generation itself (from the --json timings) and the process's peak RSS."""
     out = {}
     tmp = Path(tempfile.mkdtemp())
     for size in sizes:
         count = max(images, size)
-        seconds, rss = timed([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", str(count),
-                              "-b", str(size), "-o", str(tmp / f"b{size}"), "--quiet", "--json"])
-        # generation time from the report would exclude start-up; re-run in-process would mix RSS, so use wall
-        out[str(size)] = {"images": count, "wall_s": round(seconds, 2), "images_per_s": round(count / seconds, 2),
-                          "peak_rss_mib": round(rss / 1024, 1)}
+        command = [sys.executable, "-c", RSS_WRAPPER, "-m", "diffcli", "unconditional", "--preset", "digits",
+                   "-n", str(count), "-b", str(size), "-o", str(tmp / f"b{size}"), "--quiet", "--json"]
+        result = subprocess.run(command, capture_output=True, text=True, env=ENV)
+        if result.returncode != 0:
+            raise SystemExit(result.stderr[-2000:])
+        lines = result.stdout.strip().splitlines()
+        peak_kib = int(lines[-1])
+        report = json.loads("\n".join(lines[:-1]))
+        seconds = report["timings"]["generate_s"]
+        out[str(size)] = {"images": count, "generate_s": seconds, "images_per_s": round(count / seconds, 1),
+                          "peak_rss_mib": round(peak_kib / 1024, 1)}
     return out
+
+
+RSS_WRAPPER = """
+import resource, runpy, sys
+sys.argv = sys.argv[2:]
+try:
+    runpy.run_module("diffcli", run_name="__main__")
+except SystemExit:
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
 
 
 def case_threads(reps: int) -> dict:

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--levers", nargs="+", default=["sdpa"])
+    parser.add_argument("--levers", nargs="+", default=["sdpa"], help="sdpa | math | channels_last | compile")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     import torch
@@ -83,6 +83,10 @@ def main() -> None:
            "dtype": args.dtype, "size": args.size, "steps": args.steps, "unet_parameters": params,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": {}}
     base_unet = pipe.unet
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     for lever in args.levers:
         pipe.unet = base_unet
         pipe.unet.to(memory_format=torch.contiguous_format)
@@ -90,9 +94,12 @@ def main() -> None:
                         compile="default" if lever == "compile" else "none")
         started = time.perf_counter()
         apply_levers(pipe, preset, torch.device(args.device))
-        if lever == "compile":
-            time_loop(pipe, 3, args.device, args.size)  # compile + warm-up
-        seconds = time_loop(pipe, args.steps, args.device, args.size)
+        # "math": force SDPA's reference kernel, to show what the fused default kernel buys
+        backend = sdpa_kernel(SDPBackend.MATH) if lever == "math" else contextlib.nullcontext()
+        with backend:
+            if lever == "compile":
+                time_loop(pipe, 3, args.device, args.size)  # compile + warm-up
+            seconds = time_loop(pipe, args.steps, args.device, args.size)
         out["cases"][lever] = {"s_per_step": round(seconds, 4), "it_per_s": round(1 / seconds, 2),
                                "wall_s": round(time.perf_counter() - started, 1)}
         print(json.dumps({lever: out["cases"][lever]}), file=sys.stderr, flush=True)

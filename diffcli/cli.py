@@ -18,6 +18,8 @@ from diffcli.errors import DiffcliError, ExitCode, Interrupted
 app = typer.Typer(
     name="diffcli",
     help="Scriptable image generation with Hugging Face Diffusers.",
+    epilog="Exit codes: 0 ok, 1 internal error, 2 usage or invalid preset, 3 model not found or not loadable, "
+           "4 output problem, 130 interrupted (143 on SIGTERM). Set DIFFCLI_DEBUG=1 for tracebacks.",
     no_args_is_help=True,
     rich_markup_mode=None,  # plain help: rendering it with rich costs ~0.3 s of imports at every --help
     pretty_exceptions_enable=False,
@@ -143,6 +145,15 @@ def _flags(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None and value is not False}
 
 
+COMMON_KEYS = ("model", "scheduler", "steps", "seed", "num_images", "batch_size", "device", "dtype", "every", "output",
+               "offline", "allow_pickle", "threads")
+
+
+def _common_flags(values: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The shared generation flags of a command (its `locals()`), plus command-specific ones."""
+    return _flags(**{key: values[key] for key in COMMON_KEYS}, **extra)
+
+
 def _print_paths(report: Any, as_json: bool) -> None:
     from diffcli.distributed import is_main_process
 
@@ -262,10 +273,7 @@ def unconditional(
     from diffcli.presets import resolve
 
     _install_sigterm()
-    resolved = resolve(preset, "digits", sets, _flags(
-        model=model, scheduler=scheduler, steps=steps, seed=seed, num_images=num_images, batch_size=batch_size,
-        device=device, dtype=dtype, every=every, output=output, offline=offline, allow_pickle=allow_pickle,
-        threads=threads))
+    resolved = resolve(preset, "digits", sets, _common_flags(locals()))
     _check_exclusive(overwrite, skip_existing)
     p = resolved.preset
     options = Options("unconditional", overwrite=overwrite, skip_existing=skip_existing, quiet=quiet,
@@ -294,6 +302,7 @@ def txt2img(
     guidance_scale: Annotated[Optional[float], typer.Option("--guidance-scale", "-g", help="CFG scale.")] = None,
     width: Annotated[Optional[int], typer.Option("--width", help="Image width (default: the model's).")] = None,
     height: Annotated[Optional[int], typer.Option("--height", help="Image height (default: the model's).")] = None,
+    exact_frames: Annotated[bool, typer.Option("--exact-frames", help="Decode --every frames with the VAE.")] = False,
     preset: PresetOpt = None, sets: SetOpt = None, model: ModelOpt = None, scheduler: SchedulerOpt = None,
     steps: StepsOpt = None, seed: SeedOpt = None, num_images: NumOpt = None, batch_size: BatchOpt = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None, every: EveryOpt = None, output: OutputOpt = None,
@@ -319,11 +328,9 @@ def txt2img(
     _install_sigterm()
     if prompt is not None and prompts_file is not None:
         raise UsageError("give a prompt or --prompts-file, not both")
-    resolved = resolve(preset, "digits-text", sets, _flags(
-        model=model, scheduler=scheduler, steps=steps, seed=seed, num_images=num_images, batch_size=batch_size,
-        device=device, dtype=dtype, every=every, output=output, offline=offline, allow_pickle=allow_pickle,
-        threads=threads, negative_prompt=negative_prompt, guidance_scale=guidance_scale, width=width, height=height,
-        prompt=prompt))
+    resolved = resolve(preset, "digits-text", sets, _common_flags(
+        locals(), negative_prompt=negative_prompt, guidance_scale=guidance_scale, width=width, height=height,
+        prompt=prompt, frame_decode="vae" if exact_frames else None))
     _check_exclusive(overwrite, skip_existing)
     p = resolved.preset
     if prompts_file is not None:
@@ -368,10 +375,8 @@ def denoise_trace(
     from diffcli.presets import resolve
 
     _install_sigterm()
-    resolved = resolve(preset, "digits", sets, _flags(
-        model=model, scheduler=scheduler, steps=steps, seed=seed, num_images=num_images, batch_size=batch_size,
-        device=device, dtype=dtype, every=every, output=output, offline=offline, allow_pickle=allow_pickle,
-        threads=threads, prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, show=show,
+    resolved = resolve(preset, "digits", sets, _common_flags(
+        locals(), prompt=prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, show=show,
         animation=animation_format, frame_duration=frame_duration, frame_decode="vae" if exact_frames else None))
     _check_exclusive(overwrite, skip_existing)
     p = resolved.preset

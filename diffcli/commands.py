@@ -68,7 +68,10 @@ def _sized(loaded: Any, preset: Preset, items: list[Item]) -> tuple[Preset, list
 
     vae_factor = int(getattr(pipe, "vae_scale_factor", 8))
     factor = math.lcm(8, vae_factor)  # the SD-family pipelines check multiples of 8 themselves
-    sample = pipe.unet.config.sample_size if getattr(pipe, "unet", None) is not None else 64
+    from diffcli.levers import denoiser_of
+
+    denoiser = denoiser_of(pipe)
+    sample = denoiser.config.get("sample_size", 64) if denoiser is not None else 64
     sample = sample if isinstance(sample, int) else sample[0]
     default = sample * vae_factor
     sized = [dataclasses.replace(item, width=item.width or default, height=item.height or default) for item in items]

@@ -52,8 +52,13 @@ def latents_to_pixels(pipe: Any, latents: Any, decode: str) -> Any:
             if bias is not None:
                 rgb = rgb + torch.tensor(bias, device=latents.device).view(1, 3, 1, 1)
             return to_uint8((rgb / 2 + 0.5).clamp(0, 1))
+        if latents.ndim != 4:
+            from diffcli.errors import UsageError
+
+            raise UsageError("frames are not supported for this pipeline's packed latents; drop --every")
         vae = pipe.vae
-        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor + shift, return_dict=False)[0]
         return to_uint8((decoded / 2 + 0.5).clamp(0, 1))
 
 

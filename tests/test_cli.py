@@ -194,7 +194,7 @@ def test_subprocess_run_and_help():
 def test_sigint_keeps_finished_images_and_leaves_no_temp_files(tmp_path):
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", "500",
-                             "-b", "1", "--steps", "20", "-o", str(out), "--json"],
+                             "-b", "1", "--steps", "20", "--every", "5", "-o", str(out), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
@@ -208,6 +208,8 @@ def test_sigint_keeps_finished_images_and_leaves_no_temp_files(tmp_path):
     assert doc["status"] == "interrupted" and len(doc["images"]) >= 2
     from PIL import Image
 
-    for entry in doc["images"]:
+    for entry in doc["images"] + doc["frames"]:
         Image.open(entry["path"]).verify()
-    assert not [p for p in out.iterdir() if p.name.startswith(".diffcli-tmp-")]
+    assert len(doc["frames"]) >= 4 * len(doc["images"])
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".diffcli-tmp-")]
+    assert not leftovers

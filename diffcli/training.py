@@ -256,6 +256,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise UsageError(f"unknown training target '{config.target}' (choose {', '.join(TARGETS)})")
     import torch
 
+    from diffcli.pipelines import quiet_libraries
+
+    quiet_libraries()
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(config.seed)
     runner = train_digits if config.target == "digits" else train_digits_text
     summary = runner(config)

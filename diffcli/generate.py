@@ -157,6 +157,7 @@ def _generate(preset: Preset, task: str, todo: list[Item], options: Options, sam
     if loaded is None:
         loaded = load_pipeline(preset, task)
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
+    report.extra.update(device=str(loaded.device), dtype=str(loaded.dtype).replace("torch.", ""))
     if finalize is not None:
         preset, todo = finalize(loaded, preset, todo)
         report.preset = preset.to_dict()

@@ -39,6 +39,7 @@ def test_unconditional_json_schema(tiny_ddpm, tmp_path):
     assert {(f["image_index"], f["step"]) for f in doc["frames"]} == {(0, 3), (0, 6), (1, 3), (1, 6)}
     assert all({"path", "step", "timestep", "image_index", "kind"} <= set(f) for f in doc["frames"])
     assert doc["preset"]["steps"] == 6 and {"load_s", "generate_s", "total_s"} <= set(doc["timings"])
+    assert doc["device"] == "cpu" and doc["dtype"] == "float32" and doc["threads"] >= 1
 
 
 @pytest.mark.parametrize("args,code,message", [

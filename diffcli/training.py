@@ -169,7 +169,7 @@ def train_digits_text(config: TrainConfig) -> dict[str, Any]:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from diffcli.digits import TEMPLATES, VOCAB_WORDS, prompt_for
-    from diffcli.testing import build_tokenizer
+    from diffcli.tokenizer import build_tokenizer
 
     torch.manual_seed(config.seed)
     images, labels = _data(config)

@@ -1,0 +1,61 @@
+"""A CLIP tokenizer over a small byte-level BPE vocabulary written by diffcli (no download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def write_tokenizer_files(folder: Path, words: list[str]) -> Path:
+    """A CLIP byte-level BPE vocabulary: every byte, the CLIP specials, and merges for `words`.
+
+    Each word gets merges that build it from its bytes, so it encodes as one token
+    (with CLIP's end-of-word marker `</w>`). Returns the folder holding vocab.json and merges.txt.
+    """
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    byte_chars = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for char in byte_chars:
+        vocab[char] = len(vocab)
+    for char in byte_chars:
+        vocab[char + "</w>"] = len(vocab)
+    merges: list[str] = []
+    for word in words:
+        symbols = [ch for ch in word[:-1]] + [word[-1] + "</w>"]
+        while len(symbols) > 1:
+            pair = (symbols[0], symbols[1])
+            merged = pair[0] + pair[1]
+            line = f"{pair[0]} {pair[1]}"
+            if line not in merges:
+                merges.append(line)
+            if merged not in vocab:
+                vocab[merged] = len(vocab)
+            symbols = [merged] + symbols[2:]
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return folder
+
+
+def build_tokenizer(folder: Path, words: list[str], max_length: int = 16):
+    """A CLIPTokenizer over `write_tokenizer_files`' vocabulary."""
+    from transformers import CLIPTokenizer
+
+    write_tokenizer_files(folder, words)
+    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
+                         model_max_length=max_length, pad_token="<|endoftext|>")

@@ -191,6 +191,8 @@ def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
     device = resolve_device(preset.device)
     dtype = resolve_dtype(preset.dtype, device)
     pipe = _from_pretrained(preset, index, dtype, offline, actual_task)
+    if preset.cpu_offload == "none":  # CPU offload places the modules itself
+        pipe.to(device)
     pipe.scheduler = _scheduler_for(pipe, preset)
     from diffcli.levers import apply_levers
 
@@ -235,14 +237,6 @@ def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline:
         pipe = diffusers.DiffusionPipeline.from_pretrained(preset.model, **kwargs)
     except Exception as err:  # noqa: BLE001 - map every loader failure to one message
         raise _load_error(preset, err, offline) from None
-    return _place(pipe, preset)
-
-
-def _place(pipe: Any, preset: Preset) -> Any:
-    """Move to the device unless CPU offload manages placement itself."""
-    device = resolve_device(preset.device)
-    if preset.cpu_offload == "none":
-        pipe.to(device)
     return pipe
 
 

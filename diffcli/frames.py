@@ -13,12 +13,14 @@ from diffcli.outputs import save_png
 from diffcli.sampling import Step
 
 
+def is_frame_step(step: int, total_steps: int, every: int) -> bool:
+    """Step (counted from 1) gets a frame: every Nth, plus always the last."""
+    return step % every == 0 or step == total_steps
+
+
 def frame_steps(total_steps: int, every: int) -> list[int]:
-    """Steps (counted from 1) that get a frame: every Nth, plus always the last."""
-    steps = list(range(every, total_steps + 1, every))
-    if not steps or steps[-1] != total_steps:
-        steps.append(total_steps)
-    return steps
+    """All steps of a run that get a frame."""
+    return [step for step in range(1, total_steps + 1) if is_frame_step(step, total_steps, every)]
 
 
 def default_every(total_steps: int, frames: int = 20) -> int:
@@ -46,13 +48,11 @@ class FrameSink:
     own pixels, so it is identical to it.
     """
 
-    def __init__(self, folder: Path, every: int, total_steps: int, kinds: tuple[str, ...], pipe: Any,
+    def __init__(self, folder: Path, every: int, kinds: tuple[str, ...], pipe: Any,
                  latent: bool, decode: str, overwrite: bool, size: tuple[int, int] | None,
                  workers: int = 1, max_pending: int = 4) -> None:
         self.folder = folder
         self.every = every
-        self.wanted = set(frame_steps(total_steps, every))
-        self.total_steps = total_steps
         self.kinds = kinds
         self.pipe = pipe
         self.latent = latent
@@ -64,21 +64,19 @@ class FrameSink:
         self._slots = threading.BoundedSemaphore(max_pending)
         self._futures: list[Future] = []
         self._batch: list[tuple[int, int, str]] = []
-        self._deferred: list[tuple[int, str, Step]] = []
+        self._deferred: list[tuple[str, Step]] = []
 
-    def start_batch(self, items: list[tuple[int, int, str]], total_steps: int) -> None:
-        """(image_index, seed, stem) of each image in the coming batch, and its number of steps."""
-        self.total_steps = total_steps
-        self.wanted = set(frame_steps(total_steps, self.every))
+    def start_batch(self, items: list[tuple[int, int, str]]) -> None:
+        """(image_index, seed, stem) of each image in the coming batch."""
         self._batch = items
         self._deferred = []
 
     def on_step(self, step: Step) -> None:
-        if not step.complete or step.step not in self.wanted:
+        if not step.complete or not is_frame_step(step.step, step.total_steps, self.every):
             return
         for kind in self.kinds:
-            if kind == "x_t" and step.step == self.total_steps:
-                self._deferred.append((step.step, kind, step))
+            if kind == "x_t" and step.step == step.total_steps:
+                self._deferred.append((kind, step))
                 continue
             tensor = step.sample if kind == "x_t" else step.x0
             if tensor is None:
@@ -88,7 +86,7 @@ class FrameSink:
 
     def finish_batch(self, final_pixels: Any) -> None:
         """Write the deferred last-step frames from the final images' pixels."""
-        for _, kind, step in self._deferred:
+        for kind, step in self._deferred:
             self._submit(step, kind, final_pixels)
         self._deferred = []
 

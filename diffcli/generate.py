@@ -172,8 +172,7 @@ def _generate(preset: Preset, task: str, todo: list[Item], options: Options, sam
                 progress.start_batch(batch[0].index, len(batch))
                 generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
                 if sink is not None:
-                    sink.start_batch([(item.index, item.seed, item.stem) for item in batch],
-                                     batch[0].steps or preset.steps or 1)
+                    sink.start_batch([(item.index, item.seed, item.stem) for item in batch])
 
                 def on_step(step: Step) -> None:
                     progress.advance_step(step.call, step.total_calls)
@@ -256,7 +255,7 @@ def _frame_sink(preset: Preset, options: Options, output_dir: Path, pipe: Any, t
     size = None
     if latent:
         size = (preset.width or 0, preset.height or 0) if preset.width and preset.height else None
-    return FrameSink(output_dir / options.frames_dir, preset.every or 1, preset.steps or 1, options.frame_kinds,
+    return FrameSink(output_dir / options.frames_dir, preset.every or 1, options.frame_kinds,
                      pipe, latent, preset.frame_decode, options.overwrite, size)
 
 

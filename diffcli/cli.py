@@ -96,21 +96,19 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
             _fail("interrupted", ExitCode.INTERRUPTED, False)
         except BrokenPipeError:
             _quiet_broken_pipe()
-        except MemoryError:
-            _fail("out of memory (try a smaller --batch-size, vae_tiling: true, cpu_offload: model)",
-                  ExitCode.INTERNAL, as_json)
-        except Exception as err:  # noqa: BLE001 - the boundary: anything else is our bug
+        except Exception as err:  # noqa: BLE001 - the boundary: anything else is our bug (or out of memory)
             if _debug():
                 raise
-            text = _oom_message(err) or f"internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            _fail(text + ("" if _oom_message(err) else " (set DIFFCLI_DEBUG=1 for the traceback)"),
-                  ExitCode.INTERNAL, as_json)
+            first_line = str(err).splitlines()[0] if str(err) else ""
+            text = _oom_message(err) or (f"internal error: {type(err).__name__}: {first_line} "
+                                         "(set DIFFCLI_DEBUG=1 for the traceback)")
+            _fail(text, ExitCode.INTERNAL, as_json)
 
     return wrapper
 
 
 def _oom_message(err: Exception) -> str | None:
-    if type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower():
         return ("out of memory on the device: use a smaller --batch-size, or set cpu_offload: model, "
                 "vae_tiling: true, vae_slicing: true")
     return None

@@ -42,6 +42,7 @@ def _component_info(name: str, component: Any) -> dict[str, Any]:
 
 def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pickle: bool = False) -> dict[str, Any]:
     """Load the pipeline a preset/folder/hub id names (on CPU, fp32 unless the preset says) and describe it."""
+    from diffcli.levers import denoiser_of
     from diffcli.pipelines import load_pipeline
     from diffcli.schedulers import compatible_names, name_for
 
@@ -49,7 +50,7 @@ def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pi
     loaded = load_pipeline(preset, None)
     pipe = loaded.pipe
     components = [_component_info(name, comp) for name, comp in pipe.components.items()]
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    denoiser = denoiser_of(pipe)
     sample: dict[str, Any] = {}
     if denoiser is not None:
         sample = {"sample_size": denoiser.config.get("sample_size"), "in_channels": denoiser.config.get("in_channels")}

@@ -90,6 +90,7 @@ def test_out_of_memory_message_names_the_levers():
 
     message = _oom_message(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert "--batch-size" in message and "cpu_offload" in message and "vae_tiling" in message
+    assert _oom_message(MemoryError()) == message
     assert _oom_message(ValueError("bad")) is None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from diffcli.presets import Preset, PresetError, build_preset, locate, resolve
+from diffcli.presets import Preset, PresetError, locate, resolve
 
 
 def _preset_for(target: str, sets: list[str], offline: bool, allow_pickle: bool) -> Preset:

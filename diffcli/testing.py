@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffcli.tokenizer import build_tokenizer
+from diffcli.tokenizer import tokenizer_and_text_config
 
 
 def build_tiny_unconditional(folder: Path, sample_size: int = 8, channels: int = 3, seed: int = 0) -> Path:
@@ -27,21 +27,13 @@ TINY_WORDS = ["a", "cat", "dog", "playing", "bass", "photo", "of", "the", "blurr
 
 def build_tiny_sd(folder: Path, seed: int = 0, xl: bool = False) -> Path:
     """A tiny StableDiffusionPipeline (or StableDiffusionXLPipeline) folder with random weights."""
-    import tempfile
-
     import torch
     from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
                            StableDiffusionXLPipeline, UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer(Path(tmp), TINY_WORDS, max_length=16)
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=16, projection_dim=16, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+    tokenizer, text_config = tokenizer_and_text_config(TINY_WORDS, hidden_size=16, heads=2)
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         norm_num_groups=4, sample_size=16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -59,3 +60,21 @@ def build_tokenizer(folder: Path, words: list[str], max_length: int = 16):
     write_tokenizer_files(folder, words)
     return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
                          model_max_length=max_length, pad_token="<|endoftext|>")
+
+
+def tokenizer_and_text_config(words: list[str], hidden_size: int, heads: int, layers: int = 2,
+                              max_length: int = 16) -> tuple[Any, Any]:
+    """A CLIPTokenizer over `words` and a matching CLIPTextConfig (its bos/eos/pad ids set to the tokenizer's)."""
+    import tempfile
+
+    from transformers import CLIPTextConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(Path(tmp), words, max_length=max_length)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=max_length,
+        projection_dim=hidden_size, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer, config

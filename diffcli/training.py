@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -166,10 +165,10 @@ def train_digits_text(config: TrainConfig) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     from diffcli.digits import TEMPLATES, VOCAB_WORDS, prompt_for
-    from diffcli.tokenizer import build_tokenizer
+    from diffcli.tokenizer import tokenizer_and_text_config
 
     torch.manual_seed(config.seed)
     images, labels = _data(config)
@@ -192,13 +191,7 @@ def train_digits_text(config: TrainConfig) -> dict[str, Any]:
     vae.register_to_config(scaling_factor=scaling)
     latents = latents * scaling
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer(Path(tmp), VOCAB_WORDS, max_length=16)
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=16, projection_dim=64, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+    tokenizer, text_config = tokenizer_and_text_config(VOCAB_WORDS, hidden_size=64, heads=4)
     text_encoder = CLIPTextModel(text_config).to(config.device)
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(64, 128),

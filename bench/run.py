@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,30 +44,32 @@ for i, image in enumerate(images):
 """
 
 
-def timed(command: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one subprocess."""
+def timed(command: list[str]) -> float:
+    """Wall seconds of one subprocess, which must succeed."""
     started = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result = subprocess.run(command, capture_output=True, text=True, env=env or ENV)
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
-    return seconds, max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return seconds
 
 
-def alternate(reps: int, a, b) -> tuple[float, float]:
-    """Run a and b alternately `reps` times; medians."""
-    times_a, times_b = [], []
+def compare(reps: int, ours, baseline, labels=("diffcli_s", "diffusers_s"), digits: int = 2) -> dict:
+    """Time `ours()` and `baseline()` alternately `reps` times; medians and their ratio."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(reps):
-        times_a.append(a())
-        times_b.append(b())
-    return statistics.median(times_a), statistics.median(times_b)
+        for work, record in ((ours, times[0]), (baseline, times[1])):
+            started = time.perf_counter()
+            work()
+            record.append(time.perf_counter() - started)
+    a, b = statistics.median(times[0]), statistics.median(times[1])
+    return {labels[0]: round(a, digits), labels[1]: round(b, digits), "ratio": round(a / b, 3)}
 
 
 def case_startup(reps: int) -> dict:
     out = {}
     for args in (["--help"], ["presets"], ["txt2img", "--help"]):
-        runs = [timed([sys.executable, "-m", "diffcli", *args])[0] for _ in range(reps)]
+        runs = [timed([sys.executable, "-m", "diffcli", *args]) for _ in range(reps)]
         out[" ".join(args)] = round(statistics.median(runs), 3)
     return out
 
@@ -76,16 +77,16 @@ def case_startup(reps: int) -> dict:
 def case_uncond_process(reps: int, steps: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
 
-    def ours() -> float:
-        return timed([sys.executable, "-m", "diffcli", "unconditional", "--model", str(DIGITS), "--scheduler", "ddpm",
-                      "--steps", str(steps), "-n", "4", "-b", "4", "-o", str(tmp / "ours"), "--overwrite", "--quiet"])[0]
+    (tmp / "plain").mkdir()
 
-    def plain() -> float:
-        (tmp / "plain").mkdir(exist_ok=True)
-        return timed([sys.executable, "-c", PLAIN_DDPM, str(DIGITS), "4", str(steps), str(tmp / "plain")])[0]
+    def ours() -> None:
+        timed([sys.executable, "-m", "diffcli", "unconditional", "--model", str(DIGITS), "--scheduler", "ddpm",
+               "--steps", str(steps), "-n", "4", "-b", "4", "-o", str(tmp / "ours"), "--overwrite", "--quiet"])
 
-    a, b = alternate(reps, ours, plain)
-    return {"diffcli_s": round(a, 2), "diffusers_s": round(b, 2), "ratio": round(a / b, 3)}
+    def plain() -> None:
+        timed([sys.executable, "-c", PLAIN_DDPM, str(DIGITS), "4", str(steps), str(tmp / "plain")])
+
+    return compare(reps, ours, plain)
 
 
 def case_uncond_inproc(reps: int, steps: int) -> dict:
@@ -104,21 +105,16 @@ def case_uncond_inproc(reps: int, steps: int) -> dict:
     plain = DDPMPipeline.from_pretrained(DIGITS)
     plain.set_progress_bar_config(disable=True)
 
-    def ours() -> float:
-        started = time.perf_counter()
+    def ours() -> None:
         run_unconditional(preset, Options("bench", overwrite=True, quiet=True), loaded=loaded)
-        return time.perf_counter() - started
 
-    def baseline() -> float:
-        started = time.perf_counter()
+    def baseline() -> None:
         images = plain(batch_size=4, num_inference_steps=steps,
                        generator=[torch.Generator("cpu").manual_seed(i) for i in range(4)]).images
         for i, image in enumerate(images):
             image.save(tmp / f"plain-{i}.png")
-        return time.perf_counter() - started
 
-    a, b = alternate(reps, ours, baseline)
-    return {"diffcli_s": round(a, 2), "diffusers_s": round(b, 2), "ratio": round(a / b, 3)}
+    return compare(reps, ours, baseline)
 
 
 def case_txt2img(reps: int, steps: int) -> dict:
@@ -139,21 +135,16 @@ def case_txt2img(reps: int, steps: int) -> dict:
     plain.set_progress_bar_config(disable=True)
     prompt = "a handwritten digit 7"
 
-    def ours() -> float:
-        started = time.perf_counter()
+    def ours() -> None:
         run_txt2img(preset, Options("bench", overwrite=True, quiet=True), [PromptLine(prompt)], loaded=loaded)
-        return time.perf_counter() - started
 
-    def baseline() -> float:
-        started = time.perf_counter()
+    def baseline() -> None:
         images = plain([prompt] * 4, num_inference_steps=steps, guidance_scale=4.0,
                        generator=[torch.Generator("cpu").manual_seed(i) for i in range(4)]).images
         for i, image in enumerate(images):
             image.save(tmp / f"plain-{i}.png")
-        return time.perf_counter() - started
 
-    a, b = alternate(reps, ours, baseline)
-    return {"diffcli_s": round(a, 3), "diffusers_s": round(b, 3), "ratio": round(a / b, 3)}
+    return compare(reps, ours, baseline, digits=3)
 
 
 def case_trace(reps: int, steps: int) -> dict:
@@ -167,17 +158,15 @@ def case_trace(reps: int, steps: int) -> dict:
                   output=str(tmp / "plain"))
     loaded = load_pipeline(base, "unconditional")
 
-    def go(preset: Preset, frames: bool) -> float:
-        started = time.perf_counter()
-        if frames:
-            run_trace(preset, Options("bench", overwrite=True, quiet=True, frames=True), loaded=loaded)
-        else:
-            run_unconditional(preset, Options("bench", overwrite=True, quiet=True), loaded=loaded)
-        return time.perf_counter() - started
-
     traced = base.replace(every=50, output=str(tmp / "trace"))
-    a, b = alternate(reps, lambda: go(traced, True), lambda: go(base, False))
-    return {"trace_s": round(a, 2), "no_frames_s": round(b, 2), "ratio": round(a / b, 3)}
+
+    def trace() -> None:
+        run_trace(traced, Options("bench", overwrite=True, quiet=True, frames=True), loaded=loaded)
+
+    def no_frames() -> None:
+        run_unconditional(base, Options("bench", overwrite=True, quiet=True), loaded=loaded)
+
+    return compare(reps, trace, no_frames, labels=("trace_s", "no_frames_s"))
 
 
 def case_batch(sizes: list[int], images: int) -> dict:

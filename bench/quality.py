@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from diffcli.presets import resolve  # noqa: E402
-from diffcli.quality import contact_sheet, digits_quality, digits_text_quality  # noqa: E402
+from diffcli.plan.presets import resolve  # noqa: E402
+from diffcli.builtin.quality import contact_sheet, digits_quality, digits_text_quality  # noqa: E402
 
 
 def main() -> None:

@@ -93,10 +93,10 @@ def case_uncond_inproc(reps: int, steps: int) -> dict:
     import torch
     from diffusers import DDPMPipeline
 
-    from diffcli.commands import run_unconditional
-    from diffcli.generate import Options
-    from diffcli.pipelines import load_pipeline
-    from diffcli.presets import Preset
+    from diffcli.run.commands import run_unconditional
+    from diffcli.run.generate import Options
+    from diffcli.run.pipelines import load_pipeline
+    from diffcli.plan.presets import Preset
 
     tmp = Path(tempfile.mkdtemp())
     preset = Preset(model=str(DIGITS), scheduler="ddpm", steps=steps, num_images=4, batch_size=4, device="cpu",
@@ -121,11 +121,11 @@ def case_txt2img(reps: int, steps: int) -> dict:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from diffcli.commands import run_txt2img
-    from diffcli.generate import Options
-    from diffcli.pipelines import load_pipeline
-    from diffcli.presets import Preset
-    from diffcli.prompts import PromptLine
+    from diffcli.run.commands import run_txt2img
+    from diffcli.run.generate import Options
+    from diffcli.run.pipelines import load_pipeline
+    from diffcli.plan.presets import Preset
+    from diffcli.plan.prompts import PromptLine
 
     tmp = Path(tempfile.mkdtemp())
     preset = Preset(model=str(DIGITS_TEXT), steps=steps, num_images=4, batch_size=4, guidance_scale=4.0, device="cpu",
@@ -148,10 +148,10 @@ def case_txt2img(reps: int, steps: int) -> dict:
 
 
 def case_trace(reps: int, steps: int) -> dict:
-    from diffcli.commands import run_trace, run_unconditional
-    from diffcli.generate import Options
-    from diffcli.pipelines import load_pipeline
-    from diffcli.presets import Preset
+    from diffcli.run.commands import run_trace, run_unconditional
+    from diffcli.run.generate import Options
+    from diffcli.run.pipelines import load_pipeline
+    from diffcli.plan.presets import Preset
 
     tmp = Path(tempfile.mkdtemp())
     base = Preset(model=str(DIGITS), scheduler="ddpm", steps=steps, num_images=4, batch_size=4, device="cpu",
@@ -212,7 +212,7 @@ def case_threads(reps: int) -> dict:
                                      "--quiet", "--json"], capture_output=True, text=True, env=ENV)
             runs.append(json.loads(result.stdout)["timings"]["generate_s"])
         out[str(count)] = round(statistics.median(runs), 3)
-    from diffcli.threads import default_threads
+    from diffcli.run.threads import default_threads
 
     out["default"] = default_threads()
     return out

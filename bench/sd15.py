@@ -73,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from diffcli.levers import apply_levers
-    from diffcli.presets import Preset
+    from diffcli.run.levers import apply_levers
+    from diffcli.plan.presets import Preset
 
     dtype = getattr(torch, args.dtype)
     pipe = build(dtype, args.device)

@@ -1,6 +1,6 @@
 """`python -m diffcli` entry point (also what `accelerate launch -m diffcli` runs)."""
 
-from diffcli.cli import main
+from diffcli.cli.app import main
 
 if __name__ == "__main__":
     main()

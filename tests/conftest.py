@@ -17,21 +17,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def tiny_ddpm(tmp_path_factory) -> Path:
-    from diffcli.testing import build_tiny_unconditional
+    from tests.tiny import build_tiny_unconditional
 
     return build_tiny_unconditional(tmp_path_factory.mktemp("models") / "tiny-ddpm")
 
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory) -> Path:
-    from diffcli.testing import build_tiny_sd
+    from tests.tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory) -> Path:
-    from diffcli.testing import build_tiny_sd
+    from tests.tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sdxl", xl=True)
 

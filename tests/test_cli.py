@@ -10,7 +10,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from diffcli.cli import app
+from diffcli.cli.app import app
 from tests.conftest import REPO, run_cli
 
 runner = CliRunner()
@@ -86,7 +86,7 @@ def test_missing_weights_and_sigterm_exit_code(tmp_path, tiny_ddpm):
 
 
 def test_out_of_memory_message_names_the_levers():
-    from diffcli.cli import _oom_message
+    from diffcli.cli.app import _oom_message
 
     message = _oom_message(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert "--batch-size" in message and "cpu_offload" in message and "vae_tiling" in message
@@ -174,7 +174,7 @@ def test_inspect_json_and_table(tiny_sd):
 
 
 def test_help_imports_neither_torch_nor_diffusers():
-    code = ("import sys; from diffcli.cli import app; from typer.testing import CliRunner; "
+    code = ("import sys; from diffcli.cli.app import app; from typer.testing import CliRunner; "
             "r = CliRunner().invoke(app, ['--help']); r2 = CliRunner().invoke(app, ['presets']); "
             "r3 = CliRunner().invoke(app, ['txt2img', '--help']); "
             "assert r.exit_code == r2.exit_code == r3.exit_code == 0; "

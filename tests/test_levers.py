@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from diffcli.errors import PresetError
-from diffcli.pipelines import load_pipeline
-from diffcli.presets import Preset
+from diffcli.run.pipelines import load_pipeline
+from diffcli.plan.presets import Preset
 
 
 def load(model, **levers):
@@ -45,7 +45,7 @@ def test_vae_levers_refused_without_vae(tiny_ddpm):
 
 
 def test_dtype_and_device_resolution():
-    from diffcli.pipelines import resolve_device, resolve_dtype
+    from diffcli.run.pipelines import resolve_device, resolve_dtype
 
     cpu = resolve_device("auto") if not torch.cuda.is_available() else torch.device("cpu")
     assert resolve_dtype("auto", cpu) == torch.float32
@@ -57,7 +57,7 @@ def test_dtype_and_device_resolution():
 
 
 def test_thread_defaults(monkeypatch):
-    from diffcli import threads
+    from diffcli.run import threads
 
     monkeypatch.setattr(threads, "available_cpus", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

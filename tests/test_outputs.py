@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diffcli.errors import OutputError
-from diffcli.outputs import TEMP_PREFIX, save_png, slugify, write_atomic
+from diffcli.sinks.folder import TEMP_PREFIX, save_png, slugify, write_atomic
 
 
 @settings(max_examples=300, deadline=None)
@@ -51,7 +51,7 @@ def test_disk_full_during_a_run_exits_4_and_keeps_finished(tiny_ddpm, tmp_path, 
     from typer.testing import CliRunner
 
     import diffcli.outputs as outputs
-    from diffcli.cli import app
+    from diffcli.cli.app import app
 
     real_fsync, calls = os.fsync, []
 
@@ -70,7 +70,7 @@ def test_disk_full_during_a_run_exits_4_and_keeps_finished(tiny_ddpm, tmp_path, 
 
 def test_unwritable_output_folder(tmp_path):
     if os.geteuid() == 0:
-        from diffcli.outputs import describe
+        from diffcli.sinks.folder import describe
 
         err = describe(OSError(errno.EACCES, "Permission denied"), tmp_path / "x")
         assert "permission denied" in err.message and err.exit_code == 4
@@ -78,7 +78,7 @@ def test_unwritable_output_folder(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
-    from diffcli.outputs import prepare_dir
+    from diffcli.sinks.folder import prepare_dir
 
     with pytest.raises(OutputError, match="not writable"):
         prepare_dir(folder)

@@ -23,7 +23,7 @@ def test_wheel_ships_presets_and_models_and_they_resolve(tmp_path):
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
-    code = ("import os, diffcli; from diffcli.presets import resolve; p = resolve('digits', None).preset; "
+    code = ("import os, diffcli; from diffcli.plan.presets import resolve; p = resolve('digits', None).preset; "
             "print(diffcli.__file__.startswith(os.environ['SITE']), os.path.isfile(os.path.join(p.model, 'model_index.json')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                          env={"PYTHONPATH": str(site), "SITE": str(site), "PATH": "/usr/bin:/bin"})

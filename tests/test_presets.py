@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffcli.errors import PresetError
-from diffcli.presets import KEYS, Preset, build_preset, parse_set, resolve, shipped_names
+from diffcli.plan.presets import KEYS, Preset, build_preset, parse_set, resolve, shipped_names
 
 
 def write(path: Path, data) -> Path:

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from diffcli.presets import resolve
+from diffcli.plan.presets import resolve
 
 
 @pytest.mark.slow
 def test_digits_quality():
-    from diffcli.quality import digits_quality
+    from diffcli.builtin.quality import digits_quality
 
     preset = resolve("digits", None).preset
     result = digits_quality(Path(preset.model), count=256, steps=preset.steps, scheduler=preset.scheduler)
@@ -19,7 +19,7 @@ def test_digits_quality():
 
 @pytest.mark.slow
 def test_digits_text_follows_prompts_and_guidance_matters():
-    from diffcli.quality import digits_text_quality
+    from diffcli.builtin.quality import digits_text_quality
 
     preset = resolve("digits-text", None).preset
     guided = digits_text_quality(Path(preset.model), preset.guidance_scale, steps=preset.steps,
@@ -38,7 +38,7 @@ def test_headline_command_offline():
     assert result.returncode == 0, result.stderr
     import json
 
-    from diffcli.digits import classify, train_classifier
+    from diffcli.builtin.digits import classify, train_classifier
     import numpy as np
     from PIL import Image
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from diffcli.cli import app
+from diffcli.cli.app import app
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

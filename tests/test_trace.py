@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcli.commands import run_trace
-from diffcli.generate import Options
-from diffcli.presets import Preset
+from diffcli.run.commands import run_trace
+from diffcli.run.generate import Options
+from diffcli.plan.presets import Preset
 from tests.test_cli import invoke
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from diffcli.commands import run_txt2img, txt2img_items
+from diffcli.run.commands import run_txt2img, txt2img_items
 from diffcli.errors import PresetError
-from diffcli.generate import Options
-from diffcli.presets import Preset
-from diffcli.prompts import PromptLine, read_prompts_file
-from diffcli.replay import run_replay
+from diffcli.run.generate import Options
+from diffcli.plan.presets import Preset
+from diffcli.plan.prompts import PromptLine, read_prompts_file
+from diffcli.run.replay import run_replay
 
 
 def preset_for(model, tmp_path, **kw):
@@ -114,7 +114,7 @@ def test_bad_prompts_files(tmp_path, content, message):
 
 
 def test_task_mismatch_is_a_model_error(tiny_ddpm, tiny_sd, tmp_path):
-    from diffcli.commands import run_unconditional
+    from diffcli.run.commands import run_unconditional
     from diffcli.errors import ModelError
 
     with pytest.raises(ModelError, match="not a txt2img model"):

@@ -5,13 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from diffcli.commands import run_unconditional
-from diffcli.frames import frame_steps
-from diffcli.generate import Options
-from diffcli.pipelines import load_pipeline
-from diffcli.presets import Preset
-from diffcli.sampling import sample_unconditional
-from diffcli.schedulers import SCHEDULERS, build_scheduler, compatible_names
+from diffcli.run.commands import run_unconditional
+from diffcli.sinks.frames import frame_steps
+from diffcli.run.generate import Options
+from diffcli.run.pipelines import load_pipeline
+from diffcli.plan.presets import Preset
+from diffcli.run.sampling import sample_unconditional
+from diffcli.plan.schedulers import SCHEDULERS, build_scheduler, compatible_names
 
 
 def load(model, scheduler=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from diffcli.presets import Preset, PresetError, locate, resolve
+from diffcli.plan.presets import Preset, PresetError, locate, resolve
 
 
 def _preset_for(target: str, sets: list[str], offline: bool, allow_pickle: bool) -> Preset:
@@ -42,9 +42,9 @@ def _component_info(name: str, component: Any) -> dict[str, Any]:
 
 def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pickle: bool = False) -> dict[str, Any]:
     """Load the pipeline a preset/folder/hub id names (on CPU, fp32 unless the preset says) and describe it."""
-    from diffcli.levers import denoiser_of
-    from diffcli.pipelines import load_pipeline
-    from diffcli.schedulers import compatible_names, name_for
+    from diffcli.run.levers import denoiser_of
+    from diffcli.run.pipelines import load_pipeline
+    from diffcli.plan.schedulers import compatible_names, name_for
 
     preset = _preset_for(target, sets, offline, allow_pickle)
     loaded = load_pipeline(preset, None)

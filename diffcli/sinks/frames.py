@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffcli.images import sample_to_pixels, to_pil
-from diffcli.outputs import save_png
-from diffcli.sampling import Step
+from diffcli.sinks.pixels import sample_to_pixels, to_pil
+from diffcli.sinks.folder import save_png
+from diffcli.step import Step
 
 
 def is_frame_step(step: int, total_steps: int, every: int) -> bool:

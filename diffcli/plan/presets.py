@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from diffcli.errors import PresetError
-from diffcli.resources import shipped_presets_dir
+from diffcli.plan.resources import shipped_presets_dir
 
 TASKS = ("unconditional", "txt2img")
 DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps"
@@ -147,7 +147,7 @@ def _check_value(key: str, value: Any) -> Any:
         if key == "device":
             _check_device(value)
         if key == "scheduler":
-            from diffcli.schedulers import check_scheduler_name
+            from diffcli.plan.schedulers import check_scheduler_name
 
             check_scheduler_name(value)
     return value

@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from diffcli.outputs import save_png, write_atomic
+from diffcli.sinks.folder import save_png, write_atomic
 
 MIN_TILE = 96  # small models (16x16 digits) are scaled up so the sheet is readable
 LABEL_HEIGHT = 14

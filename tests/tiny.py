@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffcli.tokenizer import tokenizer_and_text_config
+from diffcli.builtin.tokenizer import tokenizer_and_text_config
 
 
 def build_tiny_unconditional(folder: Path, sample_size: int = 8, channels: int = 3, seed: int = 0) -> Path:

@@ -8,22 +8,9 @@ DDPMPipeline breaks or degrades with many schedulers) and the pipeline's own
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Any, Callable
 
-
-@dataclass
-class Step:
-    """One scheduler call of a batch: `step` counts complete denoising steps from 1."""
-
-    step: int
-    total_steps: int
-    call: int
-    total_calls: int
-    timestep: float
-    sample: Any
-    x0: Any
-    complete: bool
+from diffcli.step import Step
 
 
 StepCallback = Callable[[Step], None]

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from diffcli.errors import UsageError
-from diffcli.generate import Item, Options, Report
-from diffcli.metadata import DIFFCLI_KEY
-from diffcli.presets import build_preset, parse_set, validate_layer
+from diffcli.run.generate import Item, Options, Report
+from diffcli.sinks.metadata import DIFFCLI_KEY
+from diffcli.plan.presets import build_preset, parse_set, validate_layer
 
 
 def read_record(image: Path) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def read_record(image: Path) -> dict[str, Any]:
 
 def run_replay(image: Path, sets: list[str], flags: dict[str, Any], overwrite: bool, quiet: bool) -> Report:
     """Rebuild the preset and the single item, then run the recorded command."""
-    from diffcli.commands import run_txt2img, run_unconditional
+    from diffcli.run.commands import run_txt2img, run_unconditional
 
     record = read_record(image)
     values = {**record["preset"], **parse_set(sets), **validate_layer(flags, "flag")}

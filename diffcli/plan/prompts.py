@@ -51,7 +51,7 @@ def _parse_text_line(path: Path, number: int, line: str) -> PromptLine:
 
 
 def _parse_json_line(path: Path, number: int, line: str) -> PromptLine:
-    from diffcli.presets import _check_value, suggest
+    from diffcli.plan.presets import _check_value, suggest
 
     try:
         data = json.loads(line)

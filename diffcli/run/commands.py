@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffcli.generate import Item, Options, Report, image_metadata, run, unconditional_items
-from diffcli.presets import Preset
-from diffcli.sampling import sample_unconditional
+from diffcli.run.generate import Item, Options, Report, image_metadata, run, unconditional_items
+from diffcli.plan.presets import Preset
+from diffcli.run.sampling import sample_unconditional
 
 UNCONDITIONAL_DEFAULT_STEPS = 1000
 
@@ -19,7 +19,7 @@ def run_unconditional(preset: Preset, options: Options, items: list[Item] | None
         return sample_unconditional(pipe, steps, generators, on_step, want_x0)
 
     def metadata(pipe: Any, resolved: Preset, item: Item) -> dict[str, str]:
-        from diffcli.schedulers import label_for
+        from diffcli.plan.schedulers import label_for
 
         size = pipe.unet.config.sample_size
         size_text = f"{size}x{size}" if isinstance(size, int) else f"{size[1]}x{size[0]}"
@@ -38,7 +38,7 @@ TXT2IMG_DEFAULT_GUIDANCE = 7.5
 
 def txt2img_items(preset: Preset, prompts: list[Any]) -> list[Item]:
     """Image i of each prompt uses `seed + i` (or the line's own seed); names `<prompt>-s<seed>-<slug>`."""
-    from diffcli.outputs import slugify
+    from diffcli.sinks.folder import slugify
 
     items: list[Item] = []
     for prompt_index, line in enumerate(prompts):
@@ -68,7 +68,7 @@ def _sized(loaded: Any, preset: Preset, items: list[Item]) -> tuple[Preset, list
 
     vae_factor = int(getattr(pipe, "vae_scale_factor", 8))
     factor = math.lcm(8, vae_factor)  # the SD-family pipelines check multiples of 8 themselves
-    from diffcli.levers import denoiser_of
+    from diffcli.run.levers import denoiser_of
 
     denoiser = denoiser_of(pipe)
     sample = denoiser.config.get("sample_size", 64) if denoiser is not None else 64
@@ -91,7 +91,7 @@ def _sized(loaded: Any, preset: Preset, items: list[Item]) -> tuple[Preset, list
 def run_txt2img(preset: Preset, options: Options, prompts: list[Any], items: list[Item] | None = None,
                 loaded: Any = None) -> Report:
     """`diffcli txt2img`: the pipeline's own loop, one generator per image, prompts batched."""
-    from diffcli.sampling import sample_txt2img
+    from diffcli.run.sampling import sample_txt2img
 
     def sampler(pipe: Any, batch: list[Item], generators: list[Any], on_step: Any, want_x0: bool) -> Any:
         first = batch[0]
@@ -102,7 +102,7 @@ def run_txt2img(preset: Preset, options: Options, prompts: list[Any], items: lis
         return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0)
 
     def metadata(pipe: Any, resolved: Preset, item: Item) -> dict[str, str]:
-        from diffcli.schedulers import label_for
+        from diffcli.plan.schedulers import label_for
 
         fields = {"Steps": item.steps, "Sampler": label_for(pipe.scheduler), "CFG scale": item.guidance_scale,
                   "Seed": item.seed, "Size": f"{item.width}x{item.height}", "Model": resolved.name or resolved.model}
@@ -117,10 +117,10 @@ def run_trace(preset: Preset, options: Options, loaded: Any = None) -> Report:
     from pathlib import Path
 
     from diffcli.errors import UsageError
-    from diffcli.frames import default_every
-    from diffcli.pipelines import is_offline, read_model_index, task_of
-    from diffcli.prompts import PromptLine
-    from diffcli.trace import build_trace_outputs
+    from diffcli.sinks.frames import default_every
+    from diffcli.run.pipelines import is_offline, read_model_index, task_of
+    from diffcli.plan.prompts import PromptLine
+    from diffcli.sinks.trace import build_trace_outputs
 
     task = preset.task or task_of(read_model_index(preset.model, preset, is_offline(preset)))
     default_steps = TXT2IMG_DEFAULT_STEPS if task == "txt2img" else UNCONDITIONAL_DEFAULT_STEPS

@@ -56,7 +56,7 @@ def _debug() -> bool:
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
-    from diffcli.distributed import is_main_process
+    from diffcli.run.ranks import is_main_process
 
     if not is_main_process():  # rank 0 speaks for the whole run
         raise typer.Exit(int(code))
@@ -115,7 +115,7 @@ def _oom_message(err: Exception) -> str | None:
 
 
 def _emit_partial_report() -> None:
-    from diffcli.generate import last_report
+    from diffcli.run.generate import last_report
 
     report = last_report()
     if report is not None:
@@ -153,7 +153,7 @@ def _common_flags(values: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def _print_paths(report: Any, as_json: bool) -> None:
-    from diffcli.distributed import is_main_process
+    from diffcli.run.ranks import is_main_process
 
     if not is_main_process():
         return
@@ -191,7 +191,7 @@ def presets_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the shipped presets, one per line: name, task, description."""
     if ctx.invoked_subcommand is not None:
         return
-    from diffcli.presets import locate, preset_summary, shipped_names
+    from diffcli.plan.presets import locate, preset_summary, shipped_names
 
     rows = [preset_summary(locate(name)) for name in shipped_names()]
     if as_json:
@@ -210,7 +210,7 @@ def presets_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a preset fully resolved (every key, defaults included) as YAML."""
-    from diffcli.presets import resolve, to_yaml
+    from diffcli.plan.presets import resolve, to_yaml
 
     resolved = resolve(name, None, sets)
     if as_json:
@@ -223,7 +223,7 @@ def presets_show(
 @guarded
 def presets_keys() -> None:
     """List every preset key with its default."""
-    from diffcli.presets import Preset
+    from diffcli.plan.presets import Preset
 
     for key, value in Preset().to_dict().items():
         print(f"{key}: {json.dumps(value)}")
@@ -233,7 +233,7 @@ def presets_keys() -> None:
 @guarded
 def schedulers_list(as_json: JsonOpt = False) -> None:
     """List scheduler short names and the diffusers classes behind them."""
-    from diffcli.schedulers import SCHEDULERS
+    from diffcli.plan.schedulers import SCHEDULERS
 
     if as_json:
         _emit_json({"schedulers": [{"name": s.name, "class": s.class_name, "options": dict(s.options)}
@@ -266,9 +266,9 @@ def unconditional(
 
       diffcli unconditional --preset my.yaml --set steps=25 --every 5 --json
     """
-    from diffcli.commands import run_unconditional
-    from diffcli.generate import Options
-    from diffcli.presets import resolve
+    from diffcli.run.commands import run_unconditional
+    from diffcli.run.generate import Options
+    from diffcli.plan.presets import resolve
 
     _install_sigterm()
     resolved = resolve(preset, "digits", sets, _common_flags(locals()))
@@ -317,11 +317,11 @@ def txt2img(
 
       diffcli txt2img --prompts-file prompts.jsonl --preset sdxl --output out/
     """
-    from diffcli.commands import run_txt2img
+    from diffcli.run.commands import run_txt2img
     from diffcli.errors import UsageError
-    from diffcli.generate import Options
-    from diffcli.presets import resolve
-    from diffcli.prompts import PromptLine, read_prompts_file
+    from diffcli.run.generate import Options
+    from diffcli.plan.presets import resolve
+    from diffcli.plan.prompts import PromptLine, read_prompts_file
 
     _install_sigterm()
     if prompt is not None and prompts_file is not None:
@@ -368,9 +368,9 @@ def denoise_trace(
 
       diffcli denoise-trace --preset sd15 --prompt "a cat playing bass" --every 5 --show both
     """
-    from diffcli.commands import run_trace
-    from diffcli.generate import Options
-    from diffcli.presets import resolve
+    from diffcli.run.commands import run_trace
+    from diffcli.run.generate import Options
+    from diffcli.plan.presets import resolve
 
     _install_sigterm()
     resolved = resolve(preset, "digits", sets, _common_flags(
@@ -398,7 +398,7 @@ def replay(
 
       diffcli replay out/0000-s7.png --set steps=100 --output replays/
     """
-    from diffcli.replay import run_replay
+    from diffcli.run.replay import run_replay
 
     _install_sigterm()
     flags = _flags(output=output or "replays", device=device, offline=offline)
@@ -424,7 +424,7 @@ def inspect_cmd(
 
       diffcli inspect google/ddpm-cifar10-32 --offline
     """
-    from diffcli.inspection import inspect_target, render
+    from diffcli.run.inspection import inspect_target, render
 
     info = inspect_target(target, sets or [], offline=offline, allow_pickle=allow_pickle)
     if as_json:
@@ -458,8 +458,8 @@ def train_cmd(
       diffcli train digits-text --output models/digits-text --device cuda
     """
     from diffcli.errors import UsageError
-    from diffcli.threads import configure_threads
-    from diffcli.training import DEFAULT_STEPS, TARGETS, TrainConfig, train
+    from diffcli.run.threads import configure_threads
+    from diffcli.builtin.training import DEFAULT_STEPS, TARGETS, TrainConfig, train
 
     if target not in TARGETS:
         raise UsageError(f"unknown training target '{target}' (choose {', '.join(TARGETS)})")

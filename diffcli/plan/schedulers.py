@@ -48,7 +48,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 def check_scheduler_name(name: str) -> None:
     """Raise ValueError (turned into a preset error) for an unknown short name."""
     if name not in SCHEDULERS:
-        from diffcli.presets import suggest
+        from diffcli.plan.presets import suggest
 
         raise ValueError(f"unknown scheduler '{name}'{suggest(name, list(SCHEDULERS))} "
                          f"(valid: {', '.join(SCHEDULERS)})")
@@ -95,7 +95,7 @@ def build_scheduler(name: str | None, current: Any, options: dict[str, Any]) -> 
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        from diffcli.presets import suggest
+        from diffcli.plan.presets import suggest
 
         raise PresetError(
             f"scheduler_options: {unknown[0]}: not an option of {cls.__name__}{suggest(unknown[0], sorted(accepted))}"

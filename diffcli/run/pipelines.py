@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from diffcli.errors import ModelError, PresetError
-from diffcli.presets import Preset, looks_like_path
+from diffcli.plan.presets import Preset, looks_like_path
 
 UNCONDITIONAL_COMPONENTS = {"unet", "scheduler"}
 
@@ -194,7 +194,7 @@ def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
     if preset.cpu_offload == "none":  # CPU offload places the modules itself
         pipe.to(device)
     pipe.scheduler = _scheduler_for(pipe, preset)
-    from diffcli.levers import apply_levers
+    from diffcli.run.levers import apply_levers
 
     apply_levers(pipe, preset, device)
     if hasattr(pipe, "set_progress_bar_config"):
@@ -203,7 +203,7 @@ def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
 
 
 def _scheduler_for(pipe: Any, preset: Preset) -> Any:
-    from diffcli.schedulers import build_scheduler
+    from diffcli.plan.schedulers import build_scheduler
 
     return build_scheduler(preset.scheduler, pipe.scheduler, dict(preset.scheduler_options))
 

@@ -9,13 +9,13 @@ from typing import Any, Callable
 
 from diffcli import __version__
 from diffcli.errors import Interrupted, OutputError
-from diffcli.frames import FrameSink
-from diffcli.images import to_pil, to_uint8
-from diffcli.metadata import A1111_KEY, DIFFCLI_KEY, a1111_parameters, diffcli_chunk
-from diffcli.outputs import prepare_dir, save_png
-from diffcli.presets import Preset
-from diffcli.progress import Progress
-from diffcli.sampling import Step
+from diffcli.sinks.frames import FrameSink
+from diffcli.sinks.pixels import to_pil, to_uint8
+from diffcli.sinks.metadata import A1111_KEY, DIFFCLI_KEY, a1111_parameters, diffcli_chunk
+from diffcli.sinks.folder import prepare_dir, save_png
+from diffcli.plan.presets import Preset
+from diffcli.sinks.progress import Progress
+from diffcli.step import Step
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ def run(preset: Preset, task: str, items: list[Item], options: Options, sampler:
     Under a multi-process launch each rank takes its share of the items and rank 0 gets the
     combined report; a failure on any rank fails every rank with a message naming it.
     """
-    from diffcli.distributed import current, device_for_rank
-    from diffcli.threads import configure_threads
+    from diffcli.run.ranks import current, device_for_rank
+    from diffcli.run.threads import configure_threads
 
     ranks = current()
     report = Report(preset=preset.to_dict())
@@ -152,7 +152,7 @@ def _generate(preset: Preset, task: str, todo: list[Item], options: Options, sam
     """Load, then sample and write batch by batch, filling `report` as files land."""
     import torch
 
-    from diffcli.pipelines import load_pipeline
+    from diffcli.run.pipelines import load_pipeline
 
     if loaded is None:
         loaded = load_pipeline(preset, task)
@@ -204,7 +204,7 @@ def _generate(preset: Preset, task: str, todo: list[Item], options: Options, sam
 
 def _gather(ranks: Any, report: Report, failure: BaseException | None) -> Report:
     """Collect every rank's report (and failure) on every rank; merge them in item order."""
-    from diffcli.distributed import RankFailed
+    from diffcli.run.ranks import RankFailed
     from diffcli.errors import DiffcliError
 
     error = None
@@ -278,7 +278,7 @@ def versions() -> dict[str, str]:
 
 def image_metadata(pipe: Any, preset: Preset, item: Item, task: str, fields: dict[str, Any]) -> dict[str, str]:
     """A1111 `parameters` plus the `diffcli` replay chunk for one image."""
-    from diffcli.schedulers import name_for
+    from diffcli.plan.schedulers import name_for
 
     replay = {**preset.to_dict(), "seed": item.seed, "num_images": 1, "batch_size": 1,
               "scheduler": preset.scheduler or name_for(pipe.scheduler)}

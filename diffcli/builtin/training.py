@@ -115,7 +115,7 @@ def _loop(config: TrainConfig, name: str, modules: dict[str, Any], emas: dict[st
 def _data(config: TrainConfig) -> tuple[Any, Any]:
     import torch
 
-    from diffcli.digits import load_digits_8x8, to_model_space
+    from diffcli.builtin.digits import load_digits_8x8, to_model_space
 
     images, labels = load_digits_8x8()
     if config.subset:
@@ -167,8 +167,8 @@ def train_digits_text(config: TrainConfig) -> dict[str, Any]:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from diffcli.digits import TEMPLATES, VOCAB_WORDS, prompt_for
-    from diffcli.tokenizer import tokenizer_and_text_config
+    from diffcli.builtin.digits import TEMPLATES, VOCAB_WORDS, prompt_for
+    from diffcli.builtin.tokenizer import tokenizer_and_text_config
 
     torch.manual_seed(config.seed)
     images, labels = _data(config)
@@ -249,7 +249,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise UsageError(f"unknown training target '{config.target}' (choose {', '.join(TARGETS)})")
     import torch
 
-    from diffcli.pipelines import quiet_libraries
+    from diffcli.run.pipelines import quiet_libraries
 
     quiet_libraries()
     import transformers

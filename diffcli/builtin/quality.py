@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffcli.presets import Preset
+from diffcli.plan.presets import Preset
 
 
 def _pipeline(model: Path, device: str, scheduler: str | None) -> Any:
-    from diffcli.pipelines import load_pipeline
+    from diffcli.run.pipelines import load_pipeline
 
     return load_pipeline(Preset(model=str(model), device=device, scheduler=scheduler), None).pipe
 
@@ -23,9 +23,9 @@ def digits_quality(model: Path, count: int = 256, steps: int = 50, scheduler: st
     import numpy as np
     import torch
 
-    from diffcli.digits import classify, train_classifier
-    from diffcli.images import to_uint8
-    from diffcli.sampling import sample_unconditional
+    from diffcli.builtin.digits import classify, train_classifier
+    from diffcli.sinks.pixels import to_uint8
+    from diffcli.run.sampling import sample_unconditional
 
     pipe = _pipeline(model, device, scheduler)
     pixels = []
@@ -50,8 +50,8 @@ def digits_text_quality(model: Path, guidance: float, per_digit: int = 32, steps
     import numpy as np
     import torch
 
-    from diffcli.digits import WORDS, classify, train_classifier
-    from diffcli.images import to_uint8
+    from diffcli.builtin.digits import WORDS, classify, train_classifier
+    from diffcli.sinks.pixels import to_uint8
 
     pipe = _pipeline(model, device, scheduler)
     classifier, _ = train_classifier()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from diffcli.errors import PresetError
-from diffcli.presets import Preset
+from diffcli.plan.presets import Preset
 
 
 def denoiser_of(pipe: Any) -> Any:

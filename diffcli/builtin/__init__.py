@@ -1,0 +1,1 @@
+"""The shipped digits models: data, tokenizer writer, training, quality judge."""

@@ -1,0 +1,1 @@
+"""The command line: Typer app, shared option groups, the emitter. Imports neither torch nor diffusers."""

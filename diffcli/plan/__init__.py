@@ -1,0 +1,1 @@
+"""What to do: the key table, presets, prompts files, scheduler names, resolved items. No torch."""

@@ -1,0 +1,1 @@
+"""Doing it: pipeline loading, levers, the sampling loop, items to batches to sinks, ranks, threads."""

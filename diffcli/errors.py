@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class ExitCode(enum.IntEnum):
@@ -21,12 +22,12 @@ class DiffcliError(Exception):
     """A failure the user can act on: printed as one line, never as a traceback."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
-    reported: bool = False  # already printed (rank 0 of a multi-process run)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.report: Any = None  # the run's report so far, when a run was under way
 
 
 class UsageError(DiffcliError):
@@ -56,6 +57,8 @@ class Interrupted(DiffcliError):
 
     exit_code = ExitCode.INTERRUPTED
 
-    def __init__(self, signal_name: str = "SIGINT", exit_code: ExitCode = ExitCode.INTERRUPTED) -> None:
+    def __init__(self, signal_name: str = "SIGINT", exit_code: ExitCode = ExitCode.INTERRUPTED,
+                 report: Any = None) -> None:
         super().__init__(f"interrupted by {signal_name}; finished images were kept")
         self.exit_code = exit_code
+        self.report = report

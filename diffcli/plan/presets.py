@@ -17,173 +17,55 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from diffcli.errors import PresetError
+from diffcli.plan.keys import FILE_ONLY_KEYS, KEY_TABLE, KEYS, check_value, flag_label
 from diffcli.plan.resources import shipped_presets_dir
-
-TASKS = ("unconditional", "txt2img")
-DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps"
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-SHOW_KINDS = ("x_t", "x0", "both")
-ANIMATIONS = ("gif", "webp", "none")
-FRAME_DECODES = ("preview", "vae")
-CPU_OFFLOADS = ("none", "model", "sequential")
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+from diffcli.plan.suggest import suggest
+from diffcli.plan import safe_yaml
+from diffcli.plan.text import escape_control, one_line, read_text_file
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A fully resolved, validated preset. Field docs double as `diffcli presets keys`."""
 
-    model: str = ""
-    name: str | None = None
-    description: str | None = None
-    task: str | None = None
-    revision: str | None = None
-    variant: str | None = None
-    scheduler: str | None = None
-    scheduler_options: dict = field(default_factory=dict)
-    steps: int | None = None
-    guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    prompt: str | None = None
-    negative_prompt: str | None = None
-    seed: int = 0
-    num_images: int = 1
-    batch_size: int = 1
-    device: str = "auto"
-    dtype: str = "auto"
-    every: int | None = None
-    show: str = "x_t"
-    frame_decode: str = "preview"
-    animation: str = "gif"
-    frame_duration: int = 120
-    output: str = "outputs"
-    allow_pickle: bool = False
-    offline: bool = False
-    threads: int | None = None
-    safety_checker: bool | None = None
-    channels_last: bool = False
-    compile: str = "none"
-    attention_backend: str | None = None
-    cpu_offload: str = "none"
-    vae_tiling: bool = False
-    vae_slicing: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain mapping of every key (the resolved YAML)."""
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> "Preset":
-        """A copy with some keys changed and re-validated."""
-        merged = {**self.to_dict(), **changes}
-        return build_preset(merged, source="(override)")
+def _preset_class() -> type:
+    """The Preset dataclass, one field per key of the key table (same order, same defaults)."""
+    fields = []
+    for key in KEY_TABLE:
+        typ = key.type | None if key.nullable else key.type
+        default = field(default_factory=dict) if key.type is dict else key.default
+        fields.append((key.name, typ, default))
+    return dataclasses.make_dataclass("Preset", fields, frozen=True, namespace={
+        "__doc__": "A validated preset: one field per key of the key table (`None`: decided later).",
+        "to_dict": lambda self: dataclasses.asdict(self),
+        "replace": lambda self, **changes: build_preset({**dataclasses.asdict(self), **changes}, "(override)"),
+    })
 
 
-KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Preset))
-FILE_ONLY_KEYS = ("extends",)
-
-_INT_MIN: dict[str, int] = {
-    "steps": 1, "num_images": 1, "batch_size": 1, "every": 1, "width": 8, "height": 8,
-    "seed": 0, "frame_duration": 1, "threads": 1,
-}
-_FLOAT_MIN: dict[str, float] = {"guidance_scale": 0.0}
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "task": TASKS, "dtype": DTYPES, "show": SHOW_KINDS, "animation": ANIMATIONS,
-    "frame_decode": FRAME_DECODES, "cpu_offload": CPU_OFFLOADS, "compile": COMPILE_MODES,
-}
-_SEED_MAX = 2**63 - 1
+Preset = _preset_class()
+Preset.__module__ = __name__
 
 
-def _expected_type(key: str) -> type:
-    annotation = str(Preset.__dataclass_fields__[key].type)
-    for name, typ in (("bool", bool), ("int", int), ("float", float), ("dict", dict), ("str", str)):
-        if annotation.startswith(name):
-            return typ
-    raise AssertionError(f"unhandled annotation for {key}: {annotation}")
+def validate_layer(data: Mapping[str, Any], source: str, label_flags: bool = False) -> dict[str, Any]:
+    """Validate one layer's keys and values; errors read `source: key: message`.
 
-
-def _nullable(key: str) -> bool:
-    return "None" in str(Preset.__dataclass_fields__[key].type)
-
-
-def _check_value(key: str, value: Any) -> Any:
-    """Return the value coerced to the key's type, or raise ValueError with what was expected."""
-    if value is None:
-        if _nullable(key):
-            return None
-        raise ValueError(f"expected a {_expected_type(key).__name__}, got null")
-    typ = _expected_type(key)
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-    elif typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {value!r}")
-        low = _INT_MIN.get(key)
-        if low is not None and value < low:
-            raise ValueError(f"expected an integer >= {low}, got {value}")
-        if key == "seed" and value > _SEED_MAX:
-            raise ValueError(f"expected a seed below 2**63, got {value}")
-    elif typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected a number, got {value!r}")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"expected a finite number, got {value}")
-        low_f = _FLOAT_MIN.get(key)
-        if low_f is not None and value < low_f:
-            raise ValueError(f"expected a number >= {low_f:g}, got {value:g}")
-    elif typ is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ValueError(f"expected a mapping of option names to values, got {value!r}")
-    elif typ is str:
-        if not isinstance(value, str):
-            raise ValueError(f"expected a string, got {value!r}")
-        if "\x00" in value:
-            raise ValueError("expected a string without NUL characters")
-        choices = _CHOICES.get(key)
-        if choices and value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        if key == "device":
-            _check_device(value)
-        if key == "scheduler":
-            from diffcli.plan.schedulers import check_scheduler_name
-
-            check_scheduler_name(value)
-    return value
-
-
-def _check_device(value: str) -> None:
-    base, _, index = value.partition(":")
-    if base not in ("auto", "cpu", "cuda", "mps") or (index and (base != "cuda" or not index.isdigit())):
-        raise ValueError(f"expected {DEVICES_HELP}, got {value!r}")
-
-
-def suggest(name: str, candidates: tuple[str, ...] | list[str]) -> str:
-    """`; did you mean 'x'?` for the closest candidate, or an empty string."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def validate_layer(data: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Validate one layer's keys and values; errors read `source: key: message`."""
+    With `label_flags`, errors name the flag the user typed (`--num-images: ...`).
+    """
     checked: dict[str, Any] = {}
     for key, value in data.items():
         if not isinstance(key, str):
-            raise PresetError(f"{source}: {key!r}: keys must be strings")
+            raise PresetError(f"{source}: {escape_control(repr(key))}: keys must be strings")
         if key not in KEYS:
             raise PresetError(
-                f"{source}: {key}: unknown key{suggest(key, KEYS + FILE_ONLY_KEYS)}",
+                f"{source}: {escape_control(key)}: unknown key{suggest(key, list(KEYS) + list(FILE_ONLY_KEYS))}",
                 hint="`diffcli presets keys` lists every key",
             )
         try:
-            checked[key] = _check_value(key, value)
+            checked[key] = check_value(key, value)
         except ValueError as err:
-            raise PresetError(f"{source}: {key}: {err}") from None
+            where = flag_label(key) if label_flags else f"{source}: {key}"
+            raise PresetError(f"{where}: {err}") from None
     return checked
 
 
-def build_preset(data: Mapping[str, Any], source: str) -> Preset:
+def build_preset(data: Mapping[str, Any], source: str) -> Any:
     """Validate a complete mapping into a frozen Preset."""
     checked = validate_layer(data, source)
     if not checked.get("model"):
@@ -208,12 +90,25 @@ def shipped_names() -> list[str]:
     return sorted(p.stem for p in shipped_presets_dir().glob("*.yaml"))
 
 
-def locate(name_or_path: str) -> Path:
-    """A shipped preset's name or a YAML file's path → the file."""
+MAX_PRESET_BYTES = 1 << 20  # a preset is a few dozen lines
+
+
+def locate(name_or_path: str, base: Path | None = None) -> Path:
+    """A shipped preset's name or a YAML file's path → the file.
+
+    `base` is the folder relative paths start from: the folder of the file that says `extends:`,
+    or the current folder (None) for `--preset`. A value with a `/` or a `.yaml`/`.yml` suffix is a
+    path; a bare name is a shipped preset first, then a file of that name in `base`.
+    """
+    shown = escape_control(name_or_path)
     candidate = Path(name_or_path).expanduser()
+    if not candidate.is_absolute() and base is not None:
+        candidate = base / candidate
     if candidate.suffix.lower() in (".yaml", ".yml") or os.sep in name_or_path or "/" in name_or_path:
         if not candidate.is_file():
-            raise PresetError(f"preset file not found: {name_or_path}")
+            where = f" (relative to {escape_control(str(base))})" if base is not None and not Path(
+                name_or_path).expanduser().is_absolute() else ""
+            raise PresetError(f"preset file not found: {shown}{where}")
         return candidate
     shipped = shipped_presets_dir() / f"{name_or_path}.yaml"
     if shipped.is_file():
@@ -223,31 +118,27 @@ def locate(name_or_path: str) -> Path:
     names = shipped_names()
     close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"shipped presets: {', '.join(names)}"
-    raise PresetError(f"unknown preset '{name_or_path}'", hint=hint)
+    raise PresetError(f"unknown preset '{shown}'", hint=hint)
 
 
 def load_file(path: Path) -> PresetFile:
-    """Read one preset file with `yaml.safe_load` and validate its keys."""
+    """Read one preset file (a regular file up to 1 MiB) with the bounded safe loader; validate its keys."""
+    shown = escape_control(str(path))
+    text = read_text_file(path, MAX_PRESET_BYTES, "preset file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise PresetError(f"{path}: cannot read preset: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise PresetError(f"{path}: malformed YAML{where}: {problem}") from None
+        kind = "refused YAML" if isinstance(err, safe_yaml.YAMLRefused) else "malformed YAML"
+        raise PresetError(f"{shown}: {kind}{safe_yaml.describe_error(err)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise PresetError(f"{path}: a preset must be a mapping of keys to values, got {type(data).__name__}")
+        raise PresetError(f"{shown}: a preset must be a mapping of keys to values, got {type(data).__name__}")
     data = dict(data)
     extends = data.pop("extends", None)
-    if extends is not None and not isinstance(extends, str):
-        raise PresetError(f"{path}: extends: expected a preset name or path, got {extends!r}")
-    values = validate_layer(data, str(path))
+    if extends is not None and (not isinstance(extends, str) or not extends.strip() or "\x00" in extends):
+        raise PresetError(f"{shown}: extends: expected a preset name or path, got {one_line(repr(extends), 80)}")
+    values = validate_layer(data, shown)
     if isinstance(values.get("model"), str):
         values["model"] = resolve_model_path(values["model"], path.parent)
     return PresetFile(path=path, values=values, extends=extends)
@@ -277,12 +168,17 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise PresetError(f"--set {item}: expected key=value")
+            raise PresetError(f"--set {one_line(item, 80)}: expected key=value")
+        raw_string = key in ("prompt", "negative_prompt", "model", "revision", "variant", "name", "description")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = safe_yaml.load(raw) if raw.strip() else None
+        except safe_yaml.YAMLRefused as err:  # aliases, deep nesting: refused, not read as a string
+            if not raw_string:
+                raise PresetError(f"--set {one_line(key, 40)}: {one_line(err.problem, 120)}") from None
+            value = raw
         except yaml.YAMLError:
             value = raw
-        if key in ("prompt", "negative_prompt", "model", "revision", "variant", "name", "description") and value is not None:
+        if raw_string and value is not None:
             value = raw
         values[key] = value
     return validate_layer(values, "--set")
@@ -290,11 +186,11 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Resolved:
-    """The resolved preset and where each key's value came from."""
+    """The resolved preset, where each key's value came from, and the default preset used (if any)."""
 
-    preset: Preset
+    preset: Any
     sources: dict[str, str]
-    files: list[Path]
+    default_used: str | None = None
 
 
 def resolve(
@@ -302,38 +198,41 @@ def resolve(
     default_preset: str | None,
     sets: list[str] | None = None,
     flags: Mapping[str, Any] | None = None,
-    adjust: Callable[[dict[str, Any]], None] | None = None,
 ) -> Resolved:
-    """Layer defaults < shipped/base presets < user file < --set < flags into one Preset."""
+    """Layer defaults < shipped/base presets < user file < --set < flags into one Preset.
+
+    The command's default preset applies only when neither --preset nor a model (by flag or
+    by `--set model=`) is given: `--set model=X` and `--model X` resolve the same way.
+    """
+    set_values = parse_set(sets or [])
+    flag_values = validate_layer({k: v for k, v in (flags or {}).items() if v is not None}, "flag", label_flags=True)
+    default_used = default_preset if not preset and "model" not in set_values and "model" not in flag_values else None
     chain: list[PresetFile] = []
-    name = preset or (default_preset if not (flags or {}).get("model") else None)
+    name = preset or default_used
     seen: set[Path] = set()
+    base: Path | None = None  # --preset is relative to the current folder, `extends:` to its own file
     while name:
-        path = locate(name).resolve()
+        path = locate(name, base).resolve()
         if path in seen:
-            raise PresetError(f"{path}: extends: cycle through {name}")
+            raise PresetError(f"{escape_control(str(path))}: extends: cycle through {escape_control(name)}")
         seen.add(path)
         loaded = load_file(path)
         chain.append(loaded)
-        name = loaded.extends
+        name, base = loaded.extends, path.parent
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {key: "default" for key in KEYS}
     for layer in reversed(chain):
         for key, value in layer.values.items():
             merged[key] = value
             sources[key] = str(layer.path)
-    layers = [("--set", parse_set(sets or [])), ("flag", validate_layer(
-        {k: v for k, v in (flags or {}).items() if v is not None}, "flag"))]
-    for label, values in layers:
+    for label, values in (("--set", set_values), ("flag", flag_values)):
         for key, value in values.items():
             if key == "model" and isinstance(value, str):
                 value = resolve_model_path(value, Path.cwd())
             merged[key] = value
             sources[key] = label
-    if adjust is not None:
-        adjust(merged)
     source = str(chain[0].path) if chain else "preset"
-    return Resolved(preset=build_preset(merged, source), sources=sources, files=[c.path for c in chain])
+    return Resolved(preset=build_preset(merged, source), sources=sources, default_used=default_used)
 
 
 def preset_summary(path: Path) -> tuple[str, str, str]:
@@ -341,7 +240,7 @@ def preset_summary(path: Path) -> tuple[str, str, str]:
     loaded = load_file(path)
     values = dict(loaded.values)
     if loaded.extends:
-        base = load_file(locate(loaded.extends))
+        base = load_file(locate(loaded.extends, path.parent))
         values = {**base.values, **values}
     return path.stem, values.get("task") or "?", values.get("description") or values.get("model", "")
 

@@ -1,73 +1,93 @@
-"""Prompts files: plain text (one prompt per line) or JSONL (one object per line with overrides)."""
+"""Prompts files: plain text (one prompt per line) or JSONL (one object per line with overrides).
+
+The file must be a regular UTF-8 file of at most 16 MiB with lines of at most 64 KiB; a leading
+BOM is dropped. It is JSONL when its name ends in `.jsonl` or its first content line starts with `{`.
+Blank lines and `#` comments are skipped. Every line is checked before any generation, and all bad
+lines (up to `MAX_REPORTED`) are reported in one message.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffcli.errors import PresetError
+from diffcli.plan.items import PromptLine
+from diffcli.plan.keys import PER_IMAGE_KEYS
+from diffcli.plan.text import escape_control, json_nesting_ok, one_line, read_text_file
 
-OVERRIDES = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images")
+OVERRIDES = PER_IMAGE_KEYS
+MAX_FILE_BYTES = 16 << 20
+MAX_LINE_CHARS = 64 << 10
+MAX_JSON_DEPTH = 8  # a line is one flat object; anything deeper is refused before json.loads
+MAX_REPORTED = 20
 
 
-@dataclass(frozen=True)
-class PromptLine:
-    """One prompt and its per-line overrides (None: use the preset's value)."""
-
-    prompt: str
-    line: int = 0
-    negative_prompt: str | None = None
-    seed: int | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    num_images: int | None = None
+class _BadLine(ValueError):
+    """One line's problem (without the `path:line:` prefix)."""
 
 
 def read_prompts_file(path: Path) -> list[PromptLine]:
-    """Parse and validate the whole file before any generation; errors name the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PresetError(f"prompts file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PresetError(f"{path}: cannot read prompts file: {getattr(err, 'strerror', None) or err}") from None
-    lines = [(number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1)]
+    """Parse and validate the whole file before any generation; errors name every bad line."""
+    shown = escape_control(str(path))
+    text = read_text_file(path, MAX_FILE_BYTES, "prompts file")
+    lines = [(number, raw.rstrip("\r").strip()) for number, raw in enumerate(text.split("\n"), start=1)]
     content = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if not content:
-        raise PresetError(f"{path}: no prompts (empty file, or only blank lines and # comments)")
+        raise PresetError(f"{shown}: no prompts (empty file, or only blank lines and # comments)")
     is_jsonl = path.suffix.lower() == ".jsonl" or content[0][1].startswith("{")
     parse = _parse_json_line if is_jsonl else _parse_text_line
-    return [parse(path, number, line) for number, line in content]
+    parsed: list[PromptLine] = []
+    problems: list[str] = []
+    for number, line in content:
+        try:
+            if len(line) > MAX_LINE_CHARS:
+                raise _BadLine(f"line longer than {MAX_LINE_CHARS // 1024} KiB ({len(line):,} characters)")
+            parsed.append(parse(number, line))
+        except _BadLine as bad:
+            problems.append(f"{shown}:{number}: {bad}")
+    if problems:
+        shown_problems = problems[:MAX_REPORTED]
+        more = len(problems) - len(shown_problems)
+        raise PresetError("; ".join(shown_problems) + (f"; and {more} more bad lines" if more else ""))
+    return parsed
 
 
-def _parse_text_line(path: Path, number: int, line: str) -> PromptLine:
+def _parse_text_line(number: int, line: str) -> PromptLine:
     if "\x00" in line:
-        raise PresetError(f"{path}:{number}: prompt contains a NUL character")
+        raise _BadLine("prompt contains a NUL character")
     return PromptLine(prompt=line, line=number)
 
 
-def _parse_json_line(path: Path, number: int, line: str) -> PromptLine:
-    from diffcli.plan.presets import _check_value, suggest
+def _refuse_constant(name: str) -> Any:
+    raise _BadLine(f"{name} is not a number JSON allows")
 
+
+def _parse_json_line(number: int, line: str) -> PromptLine:
+    from diffcli.plan.keys import check_value
+
+    if not json_nesting_ok(line, MAX_JSON_DEPTH):
+        raise _BadLine(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        data = json.loads(line)
+        data = json.loads(line, parse_constant=_refuse_constant)
     except json.JSONDecodeError as err:
-        raise PresetError(f"{path}:{number}: invalid JSON: {err.msg} (column {err.colno})") from None
+        raise _BadLine(f"invalid JSON: {err.msg} (column {err.colno})") from None
+    except (ValueError, RecursionError) as err:  # _BadLine, or an integer of more than 4300 digits
+        raise _BadLine(str(err) if isinstance(err, _BadLine) else f"invalid JSON: {one_line(str(err), 80)}") from None
     if not isinstance(data, dict):
-        raise PresetError(f"{path}:{number}: expected a JSON object with a \"prompt\"")
+        raise _BadLine('expected a JSON object with a "prompt"')
     prompt = data.pop("prompt", None)
     if not isinstance(prompt, str) or not prompt.strip() or "\x00" in prompt:
-        raise PresetError(f"{path}:{number}: prompt: expected a non-empty string")
+        raise _BadLine("prompt: expected a non-empty string")
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in OVERRIDES:
-            raise PresetError(f"{path}:{number}: {key}: unknown key{suggest(key, ('prompt',) + OVERRIDES)}")
+            close = difflib.get_close_matches(key, ("prompt",) + OVERRIDES, n=1, cutoff=0.6)
+            raise _BadLine(f"{one_line(key, 60)}: unknown key" + (f" (did you mean '{close[0]}'?)" if close else ""))
         try:
-            values[key] = _check_value(key, value)
+            values[key] = check_value(key, value)
         except ValueError as err:
-            raise PresetError(f"{path}:{number}: {key}: {err}") from None
-    return PromptLine(prompt=prompt.strip(), line=number, **values)
+            raise _BadLine(f"{key}: {escape_control(str(err))}") from None
+    return PromptLine(prompt=prompt.strip(), line=number, values=values)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 def check_scheduler_name(name: str) -> None:
     """Raise ValueError (turned into a preset error) for an unknown short name."""
     if name not in SCHEDULERS:
-        from diffcli.plan.presets import suggest
+        from diffcli.plan.suggest import suggest
 
         raise ValueError(f"unknown scheduler '{name}'{suggest(name, list(SCHEDULERS))} "
                          f"(valid: {', '.join(SCHEDULERS)})")
@@ -73,38 +72,3 @@ def compatible_names(scheduler: Any) -> list[str]:
     """Short names whose classes can replace this scheduler (diffusers' `compatibles`)."""
     classes = {type(scheduler).__name__} | {cls.__name__ for cls in getattr(scheduler, "compatibles", [])}
     return [spec.name for spec in SCHEDULERS.values() if spec.class_name in classes]
-
-
-def build_scheduler(name: str | None, current: Any, options: dict[str, Any]) -> Any:
-    """The scheduler for `name` built from the model's own scheduler config.
-
-    `name=None` keeps the model's scheduler (options, if any, are applied to it).
-    """
-    import diffusers
-
-    if name is None:
-        cls, fixed = type(current), {}
-    else:
-        spec = SCHEDULERS[name]
-        if name not in compatible_names(current):
-            raise PresetError(
-                f"scheduler: '{name}' is not compatible with this model's {type(current).__name__}",
-                hint=f"compatible: {', '.join(compatible_names(current)) or 'none'}",
-            )
-        cls, fixed = getattr(diffusers, spec.class_name), dict(spec.options)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        from diffcli.plan.presets import suggest
-
-        raise PresetError(
-            f"scheduler_options: {unknown[0]}: not an option of {cls.__name__}{suggest(unknown[0], sorted(accepted))}"
-        )
-    if not fixed and not options and name is None:
-        return current
-    try:
-        return cls.from_config(current.config, **{**fixed, **options})
-    except ImportError as err:
-        raise PresetError(f"scheduler: {name}: {err}".splitlines()[0]) from None
-    except (ValueError, TypeError, NotImplementedError) as err:
-        raise PresetError(f"scheduler_options: {cls.__name__} rejected the options: {err}".splitlines()[0]) from None

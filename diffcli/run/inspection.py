@@ -1,23 +1,47 @@
-"""`diffcli inspect`: what a pipeline is made of."""
+"""`diffcli inspect`: what a pipeline is made of.
+
+TARGET is read as: a `.yaml`/`.yml` path → preset file; an existing folder or a path-like value
+(`./x`, `/x`, `~/x`, `a/b/c`) → local pipeline folder; `owner/name` → hub id; a bare name → shipped
+preset, else a preset file of that name in the current folder, else an unknown preset (exit 2, with
+the closest shipped names) — a bare name is never sent to the hub.
+The pipeline is loaded on the CPU in float32 unless `--set device=...` / `--set dtype=...` ask otherwise.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
+from pathlib import Path
 from typing import Any
 
-from diffcli.plan.presets import Preset, PresetError, locate, resolve
+from diffcli.plan.presets import PresetError, looks_like_path, resolve, shipped_names, shipped_presets_dir
+from diffcli.plan.text import escape_control
 
 
-def _preset_for(target: str, sets: list[str], offline: bool, allow_pickle: bool) -> Preset:
+def target_kind(target: str) -> str:
+    """`preset` or `model` for an inspect TARGET (see the module docstring); PresetError for unknown names."""
+    if Path(target).suffix.lower() in (".yaml", ".yml"):
+        return "preset"
+    if Path(target).expanduser().is_dir() or looks_like_path(target) or "/" in target:
+        return "model"
+    if (shipped_presets_dir() / f"{target}.yaml").is_file() or Path(target).is_file():
+        return "preset"
+    names = shipped_names()
+    close = difflib.get_close_matches(target, names, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}?" if close else f"shipped presets: {', '.join(names)}"
+    raise PresetError(f"unknown preset or model '{escape_control(target)}'; {hint}",
+                      hint="hub ids look like owner/name; local folders must exist")
+
+
+def _preset_for(target: str, sets: list[str], offline: bool, allow_pickle: bool) -> Any:
     flags = {"offline": True if offline else None, "allow_pickle": True if allow_pickle else None}
-    try:
-        locate(target)
-        is_preset = True
-    except PresetError:
-        is_preset = False
-    if is_preset:
-        return resolve(target, None, sets, flags).preset
-    return resolve(None, None, sets, {**flags, "model": target}).preset
+    if target_kind(target) == "preset":
+        resolved = resolve(target, None, sets, flags)
+    else:
+        resolved = resolve(None, None, sets, {**flags, "model": target})
+    placement = {key: value for key, value in (("device", "cpu"), ("dtype", "float32"))
+                 if resolved.sources.get(key) != "--set"}
+    return resolved.preset.replace(**placement) if placement else resolved.preset
 
 
 def _component_info(name: str, component: Any) -> dict[str, Any]:
@@ -41,7 +65,7 @@ def _component_info(name: str, component: Any) -> dict[str, Any]:
 
 
 def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pickle: bool = False) -> dict[str, Any]:
-    """Load the pipeline a preset/folder/hub id names (on CPU, fp32 unless the preset says) and describe it."""
+    """Load the pipeline a preset/folder/hub id names (CPU, float32 unless `--set` says) and describe it."""
     from diffcli.run.levers import denoiser_of
     from diffcli.run.pipelines import load_pipeline
     from diffcli.plan.schedulers import compatible_names, name_for

@@ -7,7 +7,6 @@ failure modes into one-line `ModelError`s.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,9 @@ from typing import Any
 
 from diffcli.errors import ModelError, PresetError
 from diffcli.plan.presets import Preset, looks_like_path
+from diffcli.plan.text import escape_control
+from diffcli.run.hub import check_hub_id, fetch_model_index, hub_error
+from diffcli.run.model_files import check_component_configs, check_index, read_json
 
 UNCONDITIONAL_COMPONENTS = {"unet", "scheduler"}
 
@@ -80,66 +82,31 @@ def resolve_dtype(name: str, device: Any) -> Any:
 
 
 def read_model_index(model: str, preset: Preset, offline: bool) -> dict[str, Any]:
-    """The pipeline's `model_index.json`, local or from the hub, with clear errors."""
+    """The pipeline's `model_index.json`, local or from the hub, read bounded and checked, with clear errors.
+
+    A local folder's component configs are checked too (`check_component_configs`), and its weights
+    must be safetensors unless pickle is allowed; nothing is imported or allocated on the way.
+    """
     local = Path(model).expanduser()
+    shown = escape_control(model)
     if local.exists() or looks_like_path(model):
         if not local.is_dir():
-            raise ModelError(f"model folder not found: {model}", hint="check the path, or give a hub id like owner/name")
-        index = local / "model_index.json"
-        if not index.is_file():
-            raise ModelError(f"{model}: not a diffusers pipeline folder (no model_index.json)")
-        try:
-            data = json.loads(index.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelError(f"{index}: corrupt model_index.json: {err}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
-            raise ModelError(f"{index}: corrupt model_index.json: no _class_name")
+            raise ModelError(f"model folder not found: {shown}", hint="check the path, or give a hub id like owner/name")
+        index_path = local / "model_index.json"
+        if not index_path.exists():
+            raise ModelError(f"{shown}: not a diffusers pipeline folder (no model_index.json)")
+        data = check_index(read_json(index_path, "model_index.json"), escape_control(str(index_path)))
+        check_component_configs(local, data)
         check_local_weights(local, data, preset.allow_pickle)
         return data
     check_hub_id(model)
-    from diffusers import DiffusionPipeline
-
-    if os.environ.get("DIFFCLI_DEBUG", "") in ("", "0"):
-        import huggingface_hub.utils.logging as hub_logging
-
-        hub_logging.set_verbosity_error()
-    try:
-        data = DiffusionPipeline.load_config(model, revision=preset.revision, local_files_only=offline)
-    except Exception as err:  # noqa: BLE001 - diffusers raises many types here; all mean "cannot load"
-        raise _hub_error(model, err, offline) from None
-    return dict(data)
-
-
-def check_hub_id(model: str) -> None:
-    """A malformed hub id is refused before any network access."""
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", model) or ".." in model or model.endswith("."):
-        raise ModelError(f"'{model}' is neither an existing local folder nor a valid hub id",
-                         hint="hub ids look like owner/name; local folders must exist")
-
-
-_NO_NETWORK = ("couldn't connect", "name or service not known", "connection", "does not appear to have a file named",
-               "temporary failure in name resolution", "network is unreachable", "timed out")
+    path = fetch_model_index(model, preset.revision, offline)
+    return check_index(read_json(path, "model_index.json"), f"'{shown}' (hub)")
 
 
 def _hub_error(model: str, err: Exception, offline: bool) -> ModelError:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    name = type(err).__name__
-    if "HFValidationError" in name or "Repo id must" in str(err) or "repo_id" in str(err).lower() and "valid" in str(err).lower():
-        return ModelError(f"'{model}' is not a valid hub id or an existing local folder", hint="hub ids look like owner/name")
-    if offline:
-        return ModelError(
-            f"'{model}' is not in the local cache and diffcli is offline",
-            hint="run once online (without --offline / HF_HUB_OFFLINE) to download it, or give a local folder",
-        )
-    if "RepositoryNotFound" in name or "404" in text:
-        return ModelError(f"'{model}' was not found on the hub (and is not a local folder)")
-    if any(marker in str(err).lower() for marker in _NO_NETWORK):
-        return ModelError(f"cannot reach the Hugging Face Hub for '{model}', and it is not in the local cache",
-                          hint="check the network, or use a local folder / a cached model with --offline")
-    return ModelError(f"cannot load '{model}': {text}",
-                      hint="no network? use --offline with a cached model or a local folder")
+    """A hub failure as one line, chosen by exception type (see `diffcli.run.hub.hub_error`)."""
+    return hub_error(model, err, offline)
 
 
 WEIGHT_SUFFIXES = {".safetensors": "safe", ".bin": "pickle", ".pt": "pickle", ".pth": "pickle", ".ckpt": "pickle"}
@@ -149,13 +116,16 @@ def check_local_weights(folder: Path, index: dict[str, Any], allow_pickle: bool)
     """Before loading: each model component has weights, and safetensors unless pickle is allowed."""
     for name, spec in index.items():
         component = folder / name
-        if name.startswith("_") or not isinstance(spec, list) or not spec[0] or not (component / "config.json").is_file():
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or not spec[0]:
+            continue
+        if not (component / "config.json").is_file():
             continue
         kinds = {WEIGHT_SUFFIXES[p.suffix] for p in component.iterdir() if p.suffix in WEIGHT_SUFFIXES}
+        shown = escape_control(str(component))
         if not kinds:
-            raise ModelError(f"{component}: no weights file (.safetensors) in this component folder")
+            raise ModelError(f"{shown}: no weights file (.safetensors) in this component folder")
         if kinds == {"pickle"} and not allow_pickle:
-            raise ModelError(f"{component}: only pickle weights (.bin/.pt), which can run code when loaded",
+            raise ModelError(f"{shown}: only pickle weights (.bin/.pt), which can run code when loaded",
                              hint="if you trust this model, opt in with --allow-pickle or `allow_pickle: true`")
 
 
@@ -203,7 +173,7 @@ def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
 
 
 def _scheduler_for(pipe: Any, preset: Preset) -> Any:
-    from diffcli.plan.schedulers import build_scheduler
+    from diffcli.run.schedulers import build_scheduler
 
     return build_scheduler(preset.scheduler, pipe.scheduler, dict(preset.scheduler_options))
 
@@ -241,16 +211,28 @@ def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline:
 
 
 def _load_error(preset: Preset, err: Exception, offline: bool) -> ModelError:
+    """A loader failure as one line: hub errors and corrupt safetensors by type; diffusers' own
+    missing-safetensors refusal (a plain OSError) by its text, the one case with no type of its own."""
+    from safetensors import SafetensorError
+
+    model = escape_control(preset.model)
     text = str(err)
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    if not preset.allow_pickle and "safetensors" in text.lower() and (
-            "use_safetensors" in text or "no file named" in text.lower() or "could not find" in text.lower()):
+    first = escape_control(text.strip().splitlines()[0])[:200] if text.strip() else type(err).__name__
+    if isinstance(err, OSError) and not preset.allow_pickle and "necessary `safetensors` weights" in text:
         return ModelError(
-            f"{preset.model}: no safetensors weights (only pickle .bin files, which can run code when loaded)",
+            f"{model}: no safetensors weights (only pickle .bin files, which can run code when loaded)",
             hint="if you trust this model, opt in with --allow-pickle or `allow_pickle: true`",
         )
-    if isinstance(err, (OSError, EnvironmentError)) and not Path(preset.model).exists():
+    if isinstance(err, SafetensorError) or any(isinstance(e, SafetensorError) for e in _chain(err)):
+        return ModelError(f"{model}: corrupt or truncated weights: {first}")
+    if isinstance(err, OSError) and not Path(preset.model).expanduser().exists():
         return _hub_error(preset.model, err, offline)
-    if "safetensor" in text.lower() or "header" in text.lower() or "incomplete" in text.lower():
-        return ModelError(f"{preset.model}: corrupt or truncated weights: {first}")
-    return ModelError(f"{preset.model}: cannot load pipeline: {first}")
+    return ModelError(f"{model}: cannot load pipeline: {first}")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    causes, current = [], err.__cause__ or err.__context__
+    while current is not None and len(causes) < 16:
+        causes.append(current)
+        current = current.__cause__ or current.__context__
+    return causes

@@ -121,6 +121,10 @@ def sample_unconditional(pipe: Any, steps: int, generators: list[Any], on_step: 
                 tracker.after_call(sample)
     finally:
         tracker.close()
+    if getattr(pipe, "vqvae", None) is not None:  # latent (LDM) pipelines decode as LDMPipeline does
+        from diffcli.sinks.pixels import decode_latents
+
+        return decode_latents(pipe, sample)
     return (sample / 2 + 0.5).clamp(0, 1)
 
 
@@ -138,6 +142,12 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
 
         kwargs["callback_on_step_end"] = callback
     accepted = inspect.signature(pipe.__call__).parameters
+    dropped = sorted(k for k in kwargs if k not in accepted and k != "callback_on_step_end")
+    if dropped:
+        from diffcli.errors import UsageError
+
+        raise UsageError(f"{type(pipe).__name__} does not take {', '.join(dropped)}",
+                         hint="drop those settings for this model")
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     try:
         with torch.inference_mode():
@@ -145,3 +155,16 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
     finally:
         tracker.close()
     return result.images
+
+
+def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], on_step: StepCallback | None,
+                 want_x0: bool) -> Any:
+    """One batch of resolved items (they share steps, guidance and size) → images in [0, 1]."""
+    first = batch[0]
+    if task == "unconditional":
+        return sample_unconditional(pipe, first.steps, generators, on_step, want_x0)
+    kwargs: dict[str, Any] = {"prompt": [item.prompt for item in batch], "guidance_scale": first.guidance_scale,
+                              "width": first.width, "height": first.height, "generator": generators}
+    if first.negative_prompt:
+        kwargs["negative_prompt"] = [item.negative_prompt for item in batch]
+    return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0)

@@ -1,4 +1,9 @@
-"""Writing files safely: atomic publish, no clobbering, clear errors for full or unwritable disks."""
+"""The output folder: where files go, the overwrite/skip policy, temp files and atomic publishing.
+
+A file is written to a temp file beside it and published under its final name in one step, so
+no partial or zero-byte file is ever visible under a final name. An item is *done* when its final
+image exists.
+"""
 
 from __future__ import annotations
 
@@ -6,72 +11,208 @@ import errno
 import os
 import re
 import secrets
-import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
 from diffcli.errors import OutputError
+from diffcli.plan.text import escape_control
 
 TEMP_PREFIX = ".diffcli-tmp-"
-MAX_SLUG = 48
+LOCK_PREFIX = ".diffcli-lock-"
+_TEMP = re.compile(r"\.diffcli-tmp-(\d+)-")
+POLICIES = ("new", "overwrite", "skip")
 
 
-def slugify(text: str, max_length: int = MAX_SLUG) -> str:
-    """A filename-safe, bounded, lowercase ASCII slug ("a cat playing bass" → "a-cat-playing-bass")."""
-    normalized = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", normalized.lower()).strip("-")
-    slug = slug[:max_length].rstrip("-")
-    return slug or "prompt"
+class OutputFolder:
+    """One run's output folder.
+
+    `root=None` means a new numbered folder under `base/<command>/` (0001, 0002, ...), made only
+    when the first file is written, so a run that fails early leaves nothing behind.
+    Policies: `new` refuses existing final images, `overwrite` replaces them, `skip` keeps them.
+    """
+
+    def __init__(self, root: Path | None, command: str, policy: str = "new", base: Path = Path("outputs")) -> None:
+        if policy not in POLICIES:
+            raise ValueError(policy)
+        self.policy = policy
+        self._root = root
+        self._auto_parent = base / command
+        self._made: set[Path] = set()
+
+    @property
+    def automatic(self) -> bool:
+        return self._root is None
+
+    def check(self) -> None:
+        """Before any work: a given folder must be a folder we can write into (or creatable)."""
+        if self._root is None:
+            return
+        if any(len(os.fsencode(part)) > 255 for part in self._root.parts):
+            raise describe(OSError(errno.ENAMETOOLONG, "File name too long"), self._root)
+        if self._root.exists() and not self._root.is_dir():
+            raise OutputError(f"output path is a file, not a folder: {self._show(self._root)}",
+                              hint="choose another --output")
+
+    @property
+    def root(self) -> Path:
+        """The folder, created on first use (the next free number when automatic)."""
+        if self._root is None:
+            self._root = self._reserve_numbered()
+        if self._root not in self._made:
+            self._mkdir(self._root)
+        return self._root
+
+    def adopt(self, root: Path) -> None:
+        """Use a folder another process made (the numbered folder of rank 0)."""
+        self._root = root
+        self._made.add(root)
+
+    def peek(self) -> Path | None:
+        """The folder if it is known yet (never creates one)."""
+        return self._root
+
+    def _reserve_numbered(self) -> Path:
+        self._mkdir(self._auto_parent)
+        numbers = [int(p.name) for p in self._auto_parent.iterdir() if p.name.isdigit()]
+        number = max(numbers, default=0) + 1
+        while True:
+            candidate = self._auto_parent / f"{number:04d}"
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                number += 1
+                continue
+            except OSError as err:
+                raise describe(err, candidate) from None
+            self._made.add(candidate)
+            return candidate
+
+    def _mkdir(self, path: Path) -> None:
+        try:
+            if path.exists() and not path.is_dir():
+                raise OutputError(f"output path is a file, not a folder: {self._show(path)}",
+                                  hint="choose another --output")
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise describe(err, path) from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"output folder is not writable: {self._show(path)}",
+                              hint="check its permissions or choose another --output")
+        self._made.add(path)
+
+    def path_of(self, relative: str) -> Path:
+        """Where a file will go (the folder itself is not created)."""
+        return (self._root if self._root is not None else self._auto_parent / "NNNN") / relative
+
+    def is_done(self, relative: str) -> bool:
+        """True when the final file exists (never true for an automatic folder not made yet)."""
+        return self._root is not None and (self._root / relative).is_file()
+
+    def publish(self, relative: str, write: Callable[[Any], None], final: bool,
+                summary: bool = False) -> tuple[Path, bool]:
+        """Write a file atomically; returns (path, existed).
+
+        Final images follow the policy; other files (frames, sheets, animations, grids) of an
+        unfinished item replace leftovers unless the policy is `new`; run summaries (the grid)
+        always replace the previous run's. `existed` is True when
+        `skip` found the final image already there (another process made it first).
+        """
+        path = self.root / relative
+        if path.parent not in self._made:
+            self._mkdir(path.parent)
+        replace = summary or self.policy == "overwrite" or (not final and self.policy == "skip")
+        try:
+            write_atomic(path, write, replace)
+        except FileExistsError:
+            if final and self.policy == "skip":
+                return path, True
+            raise OutputError(f"{self._show(path)} already exists",
+                              hint="use --overwrite to replace or --skip-existing to skip") from None
+        return path, False
+
+    def cleanup_stale(self) -> int:
+        """Remove temp and lock files whose writing process is gone; returns how many."""
+        if self._root is None or not self._root.is_dir():
+            return 0
+        removed = 0
+        for folder in (self._root, self._root / "frames"):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                owner = _owner(entry)
+                if owner is not None and not _alive(owner):
+                    try:
+                        entry.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        return removed
+
+    @staticmethod
+    def _show(path: Path) -> str:
+        return escape_control(str(path))
 
 
-def prepare_dir(path: Path) -> Path:
-    """Create the output folder (and parents) and check it is a writable folder."""
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output path is a file, not a folder: {path}", hint="choose another --output")
+def _owner(entry: Path) -> int | None:
+    """The pid that wrote a temp file (in its name) or holds a lock (in its content)."""
+    match = _TEMP.match(entry.name)
+    if match:
+        return int(match.group(1))
+    if entry.name.startswith(LOCK_PREFIX):
+        try:
+            text = entry.read_text()[:20]
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise describe(err, path) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {path}", hint="check its permissions or choose another --output")
-    return path
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def describe(err: OSError, path: Path) -> OutputError:
     """An OSError while writing → a one-line OutputError."""
+    shown = escape_control(str(path))
     if err.errno == errno.ENOSPC:
-        return OutputError(f"disk full while writing {path}", hint="free some space; finished images were kept")
+        return OutputError(f"disk full while writing {shown}", hint="free some space; finished images were kept")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write {path}: permission denied", hint="check permissions or choose another --output")
+        return OutputError(f"cannot write {shown}: permission denied", hint="check permissions or choose another --output")
     if err.errno == errno.ENOTDIR:
-        return OutputError(f"cannot write {path}: a parent is a file, not a folder")
-    return OutputError(f"cannot write {path}: {err.strerror or err}")
+        return OutputError(f"cannot write {shown}: a parent is a file, not a folder")
+    if err.errno == errno.ENAMETOOLONG:
+        return OutputError(f"cannot write {shown[:80]}...: name too long for the filesystem",
+                           hint="choose a shorter --output")
+    return OutputError(f"cannot write {shown}: {err.strerror or err}")
 
 
-def write_atomic(path: Path, write: Callable[[Any], None], overwrite: bool) -> Path:
+def write_atomic(path: Path, write: Callable[[Any], None], replace: bool) -> Path:
     """Write via a temp file in the same folder, then publish it at `path` in one step.
 
-    Without `overwrite`, publishing uses `os.link`, which fails if `path` exists: two
-    processes writing into one folder can never clobber each other's files.
-    A failure (disk full, Ctrl-C) removes the temp file and leaves no partial output.
+    Without `replace`, publishing fails with FileExistsError if `path` exists: two processes
+    writing into one folder never clobber each other. A failure (disk full, Ctrl-C) removes the
+    temp file and leaves no partial output.
     """
-    tmp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{path.name}")
+    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}"[:255])
     try:
         with open(tmp, "xb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if overwrite:
+        if replace:
             os.replace(tmp, path)
         else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise OutputError(f"{path} already exists", hint="use --overwrite to replace or --skip-existing to skip") from None
-            except OSError as err:
-                if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                _publish_without_links(tmp, path)
+            _publish_exclusive(tmp, path)
+    except FileExistsError:
+        raise
     except OSError as err:
         raise describe(err, path) from None
     finally:
@@ -82,19 +223,38 @@ def write_atomic(path: Path, write: Callable[[Any], None], overwrite: bool) -> P
     return path
 
 
-def _publish_without_links(tmp: Path, path: Path) -> None:
-    """Exclusive publish on filesystems without hard links: reserve the name, then replace it."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    os.close(fd)
-    os.replace(tmp, path)
+def _publish_exclusive(tmp: Path, path: Path) -> None:
+    """`os.link` fails if `path` exists; where links are unsupported, a lock file guards a rename."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    lock = path.with_name(f"{LOCK_PREFIX}{path.name}"[:255])
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # FileExistsError: another writer holds it
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists", str(path))
+        os.replace(tmp, path)
+    finally:
+        os.unlink(lock)
 
 
-def save_png(path: Path, image: Any, text_chunks: dict[str, str] | None, overwrite: bool) -> Path:
-    """Save a PIL image as PNG with text chunks, atomically."""
+def save_png(path: Path, image: Any, text_chunks: dict[str, str] | None, replace: bool) -> Path:
+    """Save a PIL image as PNG with text chunks, atomically (for writers outside a run)."""
+    return write_atomic(path, png_writer(image, text_chunks), replace)
+
+
+def png_writer(image: Any, text_chunks: dict[str, str] | None) -> Callable[[Any], None]:
+    """A `write(handle)` that saves `image` as PNG with text chunks."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     for key, value in (text_chunks or {}).items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
-    return write_atomic(path, lambda handle: image.save(handle, format="PNG", pnginfo=info), overwrite)
-
+    return lambda handle: image.save(handle, format="PNG", pnginfo=info)

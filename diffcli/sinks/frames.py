@@ -1,16 +1,18 @@
-"""Frame sink: every Nth denoising step saved as PNG, encoded and written off the denoising path."""
+"""The frame sink: every Nth denoising step saved as PNG, encoded and written off the denoising path."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from diffcli.plan.items import Item
+from diffcli.sinks.base import RunInfo
 from diffcli.sinks.pixels import sample_to_pixels, to_pil
-from diffcli.sinks.folder import save_png
 from diffcli.step import Step
+
+FRAMES_DIR = "frames"
+FrameListener = Callable[[Item, int, int, str, Any], None]
 
 
 def is_frame_step(step: int, total_steps: int, every: int) -> bool:
@@ -28,66 +30,54 @@ def default_every(total_steps: int, frames: int = 20) -> int:
     return max(1, round(total_steps / frames))
 
 
-@dataclass(frozen=True)
-class FrameRecord:
-    """One written frame (what the --json report lists)."""
-
-    path: str
-    step: int
-    timestep: int
-    image_index: int
-    kind: str
-    seed: int
+def frame_name(item: Item, step: int, timestep: int, kind: str) -> str:
+    """`frames/<image>-step0050-t0950-xt.png`."""
+    return f"{FRAMES_DIR}/{item.stem}-step{step:04d}-t{timestep:04d}-{kind.replace('_', '')}.png"
 
 
 class FrameSink:
-    """Turns selected `Step`s of a batch into frame files through a small bounded writer pool.
+    """Turns selected steps into frame files through a small bounded writer pool.
 
-    Memory stays bounded: at most `max_pending` frames wait for the writer; nothing is
-    kept after it is written. The last step's x_t frame is written from the final image's
-    own pixels, so it is identical to it.
+    At most `max_pending` frames wait for the writer, so memory does not grow with the number
+    of frames. The last step's x_t frame is the final image's own pixels (identical to it);
+    every other frame is decoded from the step's tensor. Frames take each item's own size.
     """
 
-    def __init__(self, folder: Path, every: int, kinds: tuple[str, ...], pipe: Any,
-                 latent: bool, decode: str, overwrite: bool, size: tuple[int, int] | None,
+    def __init__(self, every: int, kinds: tuple[str, ...], decode: str, listeners: list[FrameListener] | None = None,
                  workers: int = 1, max_pending: int = 4) -> None:
-        self.folder = folder
         self.every = every
         self.kinds = kinds
-        self.pipe = pipe
-        self.latent = latent
         self.decode = decode
-        self.overwrite = overwrite
-        self.size = size
-        self.records: list[FrameRecord] = []
+        self.listeners = listeners or []
+        self.max_pending = max_pending
+        self.entries: list[dict[str, Any]] = []
+        self.run: RunInfo | None = None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="diffcli-frames")
         self._slots = threading.BoundedSemaphore(max_pending)
         self._futures: list[Future] = []
-        self._batch: list[tuple[int, int, str]] = []
-        self._deferred: list[tuple[str, Step]] = []
+        self._deferred: list[Step] = []
 
-    def start_batch(self, items: list[tuple[int, int, str]]) -> None:
-        """(image_index, seed, stem) of each image in the coming batch."""
-        self._batch = items
-        self._deferred = []
+    def start(self, run: RunInfo) -> None:
+        self.run = run
 
-    def on_step(self, step: Step) -> None:
+    def on_step(self, batch: list[Item], step: Step) -> None:
         if not step.complete or not is_frame_step(step.step, step.total_steps, self.every):
             return
         for kind in self.kinds:
             if kind == "x_t" and step.step == step.total_steps:
-                self._deferred.append((kind, step))
+                self._deferred.append(step)
                 continue
             tensor = step.sample if kind == "x_t" else step.x0
             if tensor is None:
                 continue
-            pixels = sample_to_pixels(self.pipe, tensor, self.latent, self.decode)
-            self._submit(step, kind, pixels)
+            assert self.run is not None
+            pixels = sample_to_pixels(self.run.pipe, tensor, self.run.latent, self.decode)
+            self._submit(batch, step, kind, pixels)
 
-    def finish_batch(self, final_pixels: Any) -> None:
-        """Write the deferred last-step frames from the final images' pixels."""
-        for kind, step in self._deferred:
-            self._submit(step, kind, final_pixels)
+    def on_images(self, batch: list[Item], pixels: Any) -> None:
+        """Write the deferred last-step x_t frames from the final images' pixels."""
+        for step in self._deferred:
+            self._submit(batch, step, "x_t", pixels)
         self._deferred = []
 
     def _reap(self) -> None:
@@ -100,28 +90,42 @@ class FrameSink:
                 pending.append(future)
         self._futures = pending
 
-    def _submit(self, step: Step, kind: str, pixels: Any) -> None:
+    def _submit(self, batch: list[Item], step: Step, kind: str, pixels: Any) -> None:
         self._reap()
-        for (image_index, seed, stem), image in zip(self._batch, pixels):
-            name = f"{stem}-step{step.step:04d}-t{int(round(step.timestep)):04d}-{kind.replace('_', '')}.png"
-            record = FrameRecord(str(self.folder / name), step.step, int(round(step.timestep)), image_index, kind, seed)
+        timestep = int(round(step.timestep))
+        for item, image in zip(batch, pixels):
+            frame = image.copy()
+            for listener in self.listeners:
+                listener(item, step.step, timestep, kind, frame)
+            name = frame_name(item, step.step, timestep, kind)
             self._slots.acquire()
-            future = self._pool.submit(self._write, Path(record.path), image.copy())
+            future = self._pool.submit(self._write, name, frame, (item.width, item.height))
             future.add_done_callback(lambda _f: self._slots.release())
             self._futures.append(future)
-            self.records.append(record)
+            self.entries.append({"path": name, "step": step.step, "timestep": timestep, "image_index": item.index,
+                                 "kind": kind, "seed": item.seed})
 
-    def _write(self, path: Path, pixels: Any) -> None:
+    def _write(self, name: str, pixels: Any, size: tuple[int, int]) -> None:
+        from diffcli.sinks.folder import png_writer
+
         image = to_pil(pixels)
-        if self.size is not None and image.size != self.size:
+        if image.size != size:
             from PIL import Image
 
-            image = image.resize(self.size, Image.Resampling.NEAREST)
-        save_png(path, image, None, self.overwrite)
+            image = image.resize(size, Image.Resampling.NEAREST)
+        assert self.run is not None
+        self.run.folder.publish(name, png_writer(image, None), final=False)
 
-    def close(self) -> None:
+    def close(self, completed: bool) -> dict[str, list[dict[str, Any]]]:
         """Wait for every queued frame (finished frames are never dropped); re-raise a write error."""
         self._pool.shutdown(wait=True)
         futures, self._futures = self._futures, []
         for future in futures:
             future.result()
+        assert self.run is not None
+        written = []
+        for entry in self.entries:
+            path = self.run.folder.path_of(entry["path"])
+            if path.is_file():
+                written.append({**entry, "path": str(path)})
+        return {"frames": written}

@@ -56,10 +56,18 @@ def latents_to_pixels(pipe: Any, latents: Any, decode: str) -> Any:
             from diffcli.errors import UsageError
 
             raise UsageError("frames are not supported for this pipeline's packed latents; drop --every")
-        vae = pipe.vae
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return to_uint8(decode_latents(pipe, latents))
+
+
+def decode_latents(pipe: Any, latents: Any) -> Any:
+    """Latents → images in [0, 1] with the pipeline's VAE (or VQ-VAE), as its own pipeline decodes them."""
+    import torch
+
+    vae = getattr(pipe, "vae", None) or pipe.vqvae
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    with torch.inference_mode():
         decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor + shift, return_dict=False)[0]
-        return to_uint8((decoded / 2 + 0.5).clamp(0, 1))
+    return (decoded / 2 + 0.5).clamp(0, 1)
 
 
 def sample_to_pixels(pipe: Any, sample: Any, latent: bool, decode: str) -> Any:

@@ -1,0 +1,178 @@
+"""The generating commands: unconditional, txt2img, denoise-trace. Each narrates and delegates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from diffcli.cli.boundary import guarded
+from diffcli.cli.emit import Emitter
+from diffcli.cli.options import GENERATION_KEYS, PROMPT_KEYS, TRACE_KEYS, PromptsFileOpt, with_keys
+from diffcli.errors import UsageError
+
+BUILTIN_NOTES = {
+    "digits": "a tiny model of 16x16 handwritten digits",
+    "digits-trace": "a tiny model of 16x16 handwritten digits, 1000 DDPM steps",
+    "digits-text": "a tiny text-to-image model that draws handwritten digits 0-9 at 16x16",
+}
+DIGIT_WORDS = re.compile(r"\b([0-9]|zero|one|two|three|four|five|six|seven|eight|nine)\b", re.IGNORECASE)
+
+
+def policy_of(run: dict[str, Any]) -> str:
+    """The output policy from --overwrite / --skip-existing."""
+    if run["overwrite"] and run["skip_existing"]:
+        raise UsageError("--overwrite and --skip-existing exclude each other")
+    return "overwrite" if run["overwrite"] else ("skip" if run["skip_existing"] else "new")
+
+
+def human_lines(report: Any) -> list[str]:
+    """What a person sees on stdout: every image, then sheets, animations and the grid."""
+    data = report.to_dict()
+    lines = [entry["path"] + (" (existing)" if entry.get("existing") else "") for entry in data["images"]]
+    lines += [f"sheet: {entry['path']}" for entry in data.get("sheets", [])]
+    lines += [f"animation: {entry['path']}" for entry in data.get("animations", [])]
+    if data.get("grid"):
+        lines.append(f"grid: {data['grid']}")
+    if data.get("frames"):
+        lines.append(f"frames: {len(data['frames'])} in {Path(data['frames'][0]['path']).parent}")
+    return lines
+
+
+def generate(command: str, default_preset: str, wanted: str | None, flags: dict[str, Any], run: dict[str, Any],
+             emitter: Emitter, prompt: str | None = None, prompts_file: Path | None = None) -> None:
+    """Resolve, tell the user what a fallback means, run, and emit the report."""
+    from diffcli.plan.items import PromptLine
+    from diffcli.plan.presets import resolve
+    from diffcli.run.commands import run_generation
+
+    policy = policy_of(run)
+    if prompt is not None and not prompt.strip():
+        raise UsageError("the prompt is empty or only whitespace")
+    if prompt is not None and prompts_file is not None:
+        raise UsageError("give a prompt or --prompts-file, not both")
+    if prompt is not None:
+        flags = {**flags, "prompt": prompt}
+    resolved = resolve(run["preset"], default_preset, run["sets"], flags)
+    preset = resolved.preset
+    if resolved.default_used:
+        emitter.note(f"Using the built-in preset '{resolved.default_used}' "
+                     f"({BUILTIN_NOTES.get(resolved.default_used, 'shipped with diffcli')}); "
+                     "for real pictures pick a model, e.g. --preset sd15 (`diffcli presets` lists them).")
+    lines = None
+    if prompts_file is not None:
+        from diffcli.plan.prompts import read_prompts_file
+
+        lines = read_prompts_file(prompts_file)
+    elif preset.prompt is not None and preset.prompt.strip():
+        lines = [PromptLine(prompt=preset.prompt.strip())]
+    if preset.name == "digits-text" and lines and not all(DIGIT_WORDS.search(line.prompt) for line in lines):
+        emitter.warn("digits-text only understands digits (\"a handwritten digit 7\", \"seven\"); "
+                     "other prompts give a random digit")
+    steps_note(preset, emitter)
+    report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"])
+    emitter.document(report.to_dict(), human_lines(report))
+    if not run["as_json"] and report.extra.get("output"):
+        emitter.note(f"wrote to {report.extra['output']}")
+
+
+def steps_note(preset: Any, emitter: Emitter) -> None:
+    """Warn when --every is at least the number of steps (one frame per image)."""
+    if preset.every is not None and preset.steps is not None and preset.every >= preset.steps:
+        emitter.warn(f"--every {preset.every} >= {preset.steps} steps: one frame per image")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the generating commands to the app."""
+
+    @app.command("unconditional")
+    @with_keys(*GENERATION_KEYS, "show")
+    @guarded
+    def unconditional(*, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter) -> None:
+        """Generate images with an unconditional (DDPM-style) model.
+
+        Without --preset or --model this uses the built-in `digits` model (16x16 handwritten digits).
+
+        Examples:
+
+          diffcli unconditional --preset digits -n 16
+
+          diffcli unconditional --preset ddpm-church-256 --scheduler ddim --steps 50 --seed 7 -n 4 -o out/
+
+          diffcli unconditional --preset my.yaml --set steps=25 --every 5 --json
+        """
+        generate("unconditional", "digits", "unconditional", flags, run, emitter)
+
+    @app.command("txt2img")
+    @with_keys(*PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
+    @guarded
+    def txt2img(
+        prompt: Annotated[Optional[str], typer.Argument(help="The prompt (or use --prompts-file).")] = None,
+        prompts_file: PromptsFileOpt = None, *, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter,
+    ) -> None:
+        """Generate images from a text prompt with a Stable Diffusion-family pipeline.
+
+        Without --preset or --model this uses the built-in `digits-text` model, which draws
+        handwritten digits only: pick a real model with --preset sd15 or --model.
+
+        Examples:
+
+          diffcli txt2img "a handwritten digit 7" --preset digits-text
+
+          diffcli txt2img "a cat playing bass" --preset sd15 --steps 25 --scheduler dpm++2m-karras --seed 42 -n 4
+
+          diffcli txt2img --prompts-file prompts.jsonl --preset sdxl --output out/
+        """
+        generate("txt2img", "digits-text", "txt2img", flags, run, emitter, prompt, prompts_file)
+
+    @app.command("denoise-trace")
+    @with_keys(*TRACE_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, exact_frames=True)
+    @guarded
+    def denoise_trace(
+        prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt, for text-to-image models.")] = None,
+        *, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter,
+    ) -> None:
+        """Watch a model turn noise into a picture: frames every N steps, a contact sheet and an animation.
+
+        Without --preset or --model this traces the built-in digits model over 1000 DDPM steps
+        (with --prompt: the built-in digits-text model). Without --every about 20 frames are taken.
+
+        Examples:
+
+          diffcli denoise-trace --every 50
+
+          diffcli denoise-trace --preset digits --num-images 4 --every 10 --animation webp
+
+          diffcli denoise-trace --preset sd15 --prompt "a cat playing bass" --every 5 --show both
+        """
+        from diffcli.sinks.frames import default_every
+
+        default = "digits-text" if prompt is not None else "digits-trace"
+        flags = dict(flags)
+        if "every" not in flags and not _every_set(run):
+            flags["every"] = None
+        generate_trace(default, flags, run, emitter, prompt, default_every)
+
+
+def _every_set(run: dict[str, Any]) -> bool:
+    return any(item.split("=", 1)[0].strip() == "every" for item in run["sets"] or [])
+
+
+def generate_trace(default: str, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter,
+                   prompt: str | None, default_every: Any) -> None:
+    """denoise-trace: the generating flow with frames always on (about 20 by default)."""
+    from diffcli.plan.keys import KEYS
+    from diffcli.plan.presets import resolve
+
+    probe = resolve(run["preset"], default, run["sets"], {k: v for k, v in flags.items() if v is not None})
+    if probe.preset.every is None:
+        task = probe.preset.task or ("txt2img" if prompt is not None else "unconditional")
+        steps = probe.preset.steps or KEYS["steps"].default_for(task)
+        flags = {**flags, "every": default_every(steps)}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if prompt is None and (probe.preset.task == "txt2img"):
+        raise UsageError("this is a text-to-image model: give --prompt \"...\"")
+    generate("denoise-trace", default, None, flags, run, emitter, prompt)

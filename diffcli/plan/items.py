@@ -1,0 +1,125 @@
+"""Resolved items: one fully decided image each — seed, prompt, steps, guidance, size and file name.
+
+Naming, metadata, the report and replay read an `Item` and nothing else, so a value is
+decided once, here. No torch.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffcli.errors import PresetError
+from diffcli.plan.keys import KEYS, SEED_MAX
+
+MAX_SLUG = 48
+MAX_ITEMS = 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model's configs say, read before any weights load."""
+
+    task: str
+    class_name: str
+    width: int
+    height: int
+    size_multiple: int  # requested sizes must be multiples of this
+    fixed_size: bool    # unconditional models make one size only
+    name: str           # what the metadata's `Model:` field records
+
+
+@dataclass(frozen=True)
+class PromptLine:
+    """One prompt and its per-line settings (already validated against the key table)."""
+
+    prompt: str
+    line: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to make. Every field is decided; its file name derives from it alone."""
+
+    index: int
+    seed: int
+    prompt_index: int
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    task: str
+
+    @property
+    def stem(self) -> str:
+        """`0000-s7` (unconditional) or `0003-s42-a-cat-playing-bass` (prompt index, seed, slug)."""
+        if self.task == "txt2img":
+            return f"{self.prompt_index:04d}-s{self.seed}-{slugify(self.prompt)}"
+        return f"{self.index:04d}-s{self.seed}"
+
+    def batch_key(self) -> tuple:
+        """Items with equal keys can share one forward pass."""
+        return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "")
+
+
+def slugify(text: str, max_length: int = MAX_SLUG) -> str:
+    """A filename-safe, bounded, lowercase ASCII slug ("a cat playing bass" → "a-cat-playing-bass")."""
+    normalized = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", normalized.lower()).strip("-")
+    slug = slug[:max_length].rstrip("-")
+    return slug or "prompt"
+
+
+def _size(value: int | None, default: int, key: str, facts: ModelFacts) -> int:
+    size = default if value is None else value
+    if facts.fixed_size and size != default:
+        raise PresetError(f"{key}: this unconditional model makes {facts.width}x{facts.height} images only")
+    if size % facts.size_multiple:
+        raise PresetError(f"{key}: {size} is not divisible by {facts.size_multiple}, which this model needs",
+                          hint=f"try {size // facts.size_multiple * facts.size_multiple or facts.size_multiple}")
+    return size
+
+
+def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None = None,
+                first_index: int = 0, first_prompt_index: int = 0) -> list[Item]:
+    """Every image of the run, fully resolved: prompt-file lines > preset > the task's defaults.
+
+    Image i of a prompt uses `seed + i`; every seed stays in 0..2**63-1.
+    """
+    task = facts.task
+    if task == "txt2img" and not lines:
+        raise PresetError("no prompt: give one, use --prompts-file, or set prompt: in the preset")
+    lines = lines if task == "txt2img" else [PromptLine(prompt="")]
+    items: list[Item] = []
+    for prompt_index, line in enumerate(lines):
+        values = {**_preset_values(preset, task), **line.values}
+        where = f"line {line.line}: " if line.line else ""
+        count, seed = values["num_images"], values["seed"]
+        if seed + count - 1 > SEED_MAX:
+            raise PresetError(f"{where}seed: {seed} + {count - 1} images leaves 0..2**63-1",
+                              hint="use a smaller seed")
+        if len(items) + count > MAX_ITEMS:
+            raise PresetError(f"the run asks for more than {MAX_ITEMS} images")
+        width = _size(values["width"], facts.width, "width", facts)
+        height = _size(values["height"], facts.height, "height", facts)
+        for offset in range(count):
+            items.append(Item(
+                index=first_index + len(items), seed=seed + offset, prompt_index=first_prompt_index + prompt_index,
+                prompt=line.prompt, negative_prompt=values["negative_prompt"] or "", steps=values["steps"],
+                guidance_scale=values["guidance_scale"], width=width, height=height, task=task,
+            ))
+    return items
+
+
+def _preset_values(preset: Any, task: str) -> dict[str, Any]:
+    """The per-image keys of a preset, `None`s replaced by the task's defaults."""
+    values = {}
+    for name in ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images"):
+        value = getattr(preset, name)
+        values[name] = KEYS[name].default_for(task) if value is None else value
+    return values

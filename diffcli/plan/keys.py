@@ -1,0 +1,200 @@
+"""The key table: every preset key once — type, default, bounds, choices, flag and help.
+
+Preset validation, `diffcli presets keys`, the command-line options and the docs all read
+this table, so a key's rules live in one place. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SEED_MAX = 2**63 - 1
+MAX_SIDE = 4096  # pixels per side; larger requests are refused before anything is allocated
+TASKS = ("unconditional", "txt2img")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEVICE_PATTERN = re.compile(r"(auto|cpu|mps|cuda(:[0-9]{1,2})?)", re.ASCII)
+DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps"
+
+# Keys that decide trust or resources: replay never takes them from an image's metadata.
+TRUST_KEYS = frozenset({"allow_pickle", "offline", "output", "threads", "device", "dtype", "cpu_offload", "compile",
+                        "attention_backend", "channels_last", "vae_tiling", "vae_slicing", "batch_size"})
+# Keys a prompts-file line (or a --vary axis) may set per image.
+PER_IMAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One preset key. `default` applies unless `task_defaults` names the task."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    nullable: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    flag: str | None = None
+    short: str | None = None
+    task_defaults: dict[str, Any] = field(default_factory=dict)
+
+    def default_for(self, task: str | None) -> Any:
+        """The default value for a task (`None`: the task-independent default)."""
+        return self.task_defaults.get(task or "", self.default)
+
+    def describe(self) -> str:
+        """What values the key takes, for help texts and `presets keys`."""
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.type is bool:
+            return "true | false"
+        if self.type in (int, float) and (self.low is not None or self.high is not None):
+            show = (lambda v: str(int(v))) if self.type is int else (lambda v: f"{v:g}")
+            low = "" if self.low is None else f"{show(self.low)} <= "
+            high = "" if self.high is None else f" <= {show(self.high)}"
+            return f"{low}{self.type.__name__}{high}"
+        return {dict: "mapping", str: "text"}.get(self.type, self.type.__name__)
+
+
+def _k(name: str, typ: type, default: Any, help: str, **kw: Any) -> Key:
+    return Key(name, typ, default, help, **kw)
+
+
+KEY_TABLE: tuple[Key, ...] = (
+    _k("model", str, "", "Hub id or local pipeline folder (relative paths resolve against the preset file).",
+       flag="--model", short="-m"),
+    _k("name", str, None, "The preset's name.", nullable=True),
+    _k("description", str, None, "One line shown by `diffcli presets`.", nullable=True),
+    _k("task", str, None, "unconditional | txt2img (default: read from the model).", nullable=True, choices=TASKS),
+    _k("revision", str, None, "Hub revision (branch, tag or commit).", nullable=True),
+    _k("variant", str, None, "Weights variant, e.g. fp16.", nullable=True),
+    _k("scheduler", str, None, "Scheduler short name (`diffcli schedulers`); default: the model's own.",
+       nullable=True, flag="--scheduler"),
+    _k("scheduler_options", dict, {}, "Extra scheduler constructor arguments."),
+    _k("steps", int, None, "Denoising steps.", nullable=True, low=1, high=10000, flag="--steps",
+       task_defaults={"unconditional": 1000, "txt2img": 50}),
+    _k("guidance_scale", float, None, "Classifier-free guidance scale.", nullable=True, low=0, high=100,
+       flag="--guidance-scale", short="-g", task_defaults={"txt2img": 7.5, "unconditional": 0.0}),
+    _k("width", int, None, "Image width (default: the model's).", nullable=True, low=8, high=MAX_SIDE,
+       flag="--width"),
+    _k("height", int, None, "Image height (default: the model's).", nullable=True, low=8, high=MAX_SIDE,
+       flag="--height"),
+    _k("prompt", str, None, "The prompt.", nullable=True),
+    _k("negative_prompt", str, None, "What to steer away from.", nullable=True, flag="--negative-prompt"),
+    _k("seed", int, 0, "Seed of image 0; image i uses seed + i.", low=0, high=SEED_MAX, flag="--seed"),
+    _k("num_images", int, 1, "Images to make (per prompt).", low=1, high=100000, flag="--num-images", short="-n"),
+    _k("batch_size", int, 1, "Images per forward pass.", low=1, high=1024, flag="--batch-size", short="-b"),
+    _k("device", str, "auto", f"{DEVICES_HELP} (auto: cuda > mps > cpu).", flag="--device"),
+    _k("dtype", str, "auto", "auto (float16 on CUDA, float32 elsewhere) | float32 | float16 | bfloat16.",
+       choices=DTYPES, flag="--dtype"),
+    _k("every", int, None, "Also save every Nth step as a frame.", nullable=True, low=1, high=10000, flag="--every"),
+    _k("show", str, "x_t", "Frames show x_t (the noisy sample), x0 (the model's estimate) or both.",
+       choices=("x_t", "x0", "both"), flag="--show"),
+    _k("frame_decode", str, "preview", "Latent frames: preview (fast linear) | vae (exact decode).",
+       choices=("preview", "vae")),
+    _k("animation", str, "gif", "Trace animation format.", choices=("gif", "webp", "none"), flag="--animation"),
+    _k("frame_duration", int, 120, "Milliseconds per animation frame.", low=10, high=60000,
+       flag="--frame-duration"),
+    _k("output", str, "", "Output folder (default: a new numbered folder under outputs/<command>/).",
+       flag="--output", short="-o"),
+    _k("grid", bool, True, "Write a labelled grid of the images when a run makes more than one.", flag="--grid"),
+    _k("allow_pickle", bool, False, "Allow pickle (.bin) weights: they can run code when loaded.",
+       flag="--allow-pickle"),
+    _k("offline", bool, False, "Never touch the network (also HF_HUB_OFFLINE=1).", flag="--offline"),
+    _k("threads", int, None, "CPU threads (default: one per available CPU, shared between local ranks).",
+       nullable=True, low=1, high=1024, flag="--threads"),
+    _k("safety_checker", bool, None, "Keep (true) or drop (false) a pipeline's safety checker.", nullable=True),
+    _k("channels_last", bool, False, "Denoiser in channels_last memory format."),
+    _k("compile", str, "none", "torch.compile the denoiser.",
+       choices=("none", "default", "reduce-overhead", "max-autotune")),
+    _k("attention_backend", str, None, "diffusers attention backend (transformer pipelines).", nullable=True),
+    _k("cpu_offload", str, "none", "Offload to CPU between uses (needs an accelerator).",
+       choices=("none", "model", "sequential")),
+    _k("vae_tiling", bool, False, "Decode with a tiled VAE (less memory)."),
+    _k("vae_slicing", bool, False, "Decode one image at a time (less memory)."),
+)
+KEYS: dict[str, Key] = {key.name: key for key in KEY_TABLE}
+FILE_ONLY_KEYS = ("extends",)
+
+
+def check_value(name: str, value: Any) -> Any:
+    """The value coerced to the key's type, or ValueError saying what was expected."""
+    key = KEYS[name]
+    if value is None:
+        if key.nullable:
+            return None
+        raise ValueError(f"expected {key.describe()}, got null")
+    if key.type is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {_show(value)}")
+        return value
+    if key.type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {_show(value)}")
+        _check_bounds(key, value, "an integer")
+        return value
+    if key.type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {_show(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value}")
+        _check_bounds(key, value, "a number")
+        return value
+    if key.type is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"expected a mapping of option names to values, got {_show(value)}")
+        for option, item in value.items():
+            _check_finite(item, option)
+        return dict(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected {'a string' if not key.choices else key.describe()}, got {_show(value)}")
+    if "\x00" in value:
+        raise ValueError("expected a string without NUL characters")
+    if key.choices and value not in key.choices:
+        raise ValueError(f"expected one of {', '.join(key.choices)}, got {_show(value)}")
+    if name == "device" and not DEVICE_PATTERN.fullmatch(value):
+        raise ValueError(f"expected {DEVICES_HELP}, got {_show(value)}")
+    if name == "scheduler":
+        from diffcli.plan.schedulers import check_scheduler_name
+
+        check_scheduler_name(value)
+    return value
+
+
+def _check_bounds(key: Key, value: float, what: str) -> None:
+    if key.low is not None and value < key.low:
+        raise ValueError(f"expected {what} >= {key.low:g}, got {value}")
+    if key.high is not None and value > key.high:
+        raise ValueError(f"expected {what} <= {key.high:g}, got {value}")
+
+
+def _check_finite(value: Any, where: str, depth: int = 0) -> None:
+    """NaN and infinity are refused anywhere inside an option value (they are not JSON)."""
+    if depth > 8:
+        raise ValueError(f"{where}: nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value}")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_finite(item, where, depth + 1)
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_finite(item, where, depth + 1)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, escaped rendering of a user value for a message."""
+    from diffcli.plan.text import escape_control
+
+    text = repr(value)
+    return escape_control(text if len(text) <= limit else text[:limit] + "...")
+
+
+def flag_label(name: str) -> str:
+    """How the user names a key on the command line: its flag, else `--set name`."""
+    key = KEYS.get(name)
+    return key.flag if key is not None and key.flag else f"--set {name}"

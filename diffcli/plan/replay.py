@@ -1,0 +1,109 @@
+"""Reading a replay record from a PNG someone else may have made: untrusted, bounded, validated.
+
+Only the keys that decide the pixels are taken from the image, each checked like a preset
+value; trust and resource keys (pickle, network, output, threads, device, ...) come from the
+user's own flags alone, and names derive from the resolved item, never from the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffcli.errors import UsageError
+from diffcli.plan.items import MAX_ITEMS
+from diffcli.plan.keys import KEYS, TRUST_KEYS
+from diffcli.plan.text import escape_control
+
+MAX_PNG_BYTES = 64 * 1024 * 1024
+MAX_PIXELS = 8192 * 8192
+MAX_TEXT = 256 * 1024
+REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker", "seed",
+                 "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale")
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    """What an image says about how it was made (validated)."""
+
+    task: str
+    values: dict[str, Any]
+    index: int
+    prompt_index: int
+
+
+def read_record(image: Path) -> ReplayRecord:
+    """The validated replay record of a diffcli PNG; exit 2 for anything else."""
+    from PIL import Image, UnidentifiedImageError
+
+    from diffcli.sinks.metadata import DIFFCLI_KEY
+
+    shown = escape_control(str(image))
+    try:
+        if not image.is_file():
+            raise UsageError(f"image not found (or not a file): {shown}")
+        if image.stat().st_size > MAX_PNG_BYTES:
+            raise UsageError(f"{shown}: larger than {MAX_PNG_BYTES // 2**20} MB, not read")
+        with Image.open(image) as handle:
+            if handle.format != "PNG":
+                raise UsageError(f"{shown}: not a PNG")
+            if handle.size[0] * handle.size[1] > MAX_PIXELS:
+                raise UsageError(f"{shown}: {handle.size[0]}x{handle.size[1]} pixels, more than diffcli reads")
+            text = handle.info.get(DIFFCLI_KEY)
+    except UsageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UsageError(f"{shown}: not a readable PNG ({escape_control(type(err).__name__)})") from None
+    if not text:
+        raise UsageError(f"{shown}: no diffcli metadata in this image, so it cannot be replayed",
+                         hint="only PNGs written by diffcli carry it")
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise UsageError(f"{shown}: diffcli metadata is too large or not text")
+    try:
+        record = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise UsageError(f"{shown}: corrupt diffcli metadata (not JSON)") from None
+    return validate_record(record, shown)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def validate_record(record: Any, shown: str) -> ReplayRecord:
+    """Keep the pixel-deciding keys; check each like a preset value (bounds included)."""
+    from diffcli.plan.presets import validate_layer
+
+    if not isinstance(record, dict) or not isinstance(record.get("preset"), dict):
+        raise UsageError(f"{shown}: corrupt diffcli metadata (no preset)")
+    task = record.get("task")
+    if task not in ("txt2img", "unconditional"):
+        raise UsageError(f"{shown}: diffcli metadata: task: expected txt2img or unconditional")
+    stored = record["preset"]
+    values = {key: stored[key] for key in REPLAYED_KEYS if key in stored and stored[key] is not None}
+    assert not TRUST_KEYS & set(values), "trust keys are never replayed"
+    values = validate_layer(values, f"{shown} (diffcli metadata)")
+    if not values.get("model"):
+        raise UsageError(f"{shown}: diffcli metadata names no model")
+    index = _count(record.get("index", 0), "index", shown)
+    prompt_index = _count(record.get("prompt_index", 0), "prompt_index", shown)
+    values["task"] = task
+    return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index)
+
+
+def _count(value: Any, name: str, shown: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_ITEMS:
+        raise UsageError(f"{shown}: diffcli metadata: {name}: expected an integer 0..{MAX_ITEMS - 1}")
+    return value
+
+
+def replay_layers(record: ReplayRecord, user_sets: dict[str, Any], user_flags: dict[str, Any]) -> dict[str, Any]:
+    """Record < --set < flags; the defaults of every other key stay the built-in ones."""
+    merged = {key: KEYS[key].default for key in KEYS if KEYS[key].type is not dict}
+    merged.update(record.values)
+    merged.update(user_sets)
+    merged.update(user_flags)
+    merged["num_images"] = 1
+    return merged

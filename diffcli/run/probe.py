@@ -1,0 +1,99 @@
+"""What a model is, read from its configs before any weights load: task, default size, scheduler.
+
+Local folders and hub ids are read the same way (diffusers' `load_config`), so the checks that
+need the model — task mismatch, sizes, step counts the scheduler can make — fail in a second.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from diffcli.errors import ModelError, UsageError
+from diffcli.plan.items import ModelFacts
+from diffcli.plan.keys import MAX_SIDE
+
+COMMANDS = {"txt2img": "diffcli txt2img", "unconditional": "diffcli unconditional"}
+
+
+def model_name(model: str) -> str:
+    """What metadata records as the model that ran: a hub id as is, a local folder by its name."""
+    path = Path(model)
+    return path.name if path.is_absolute() or path.exists() else model
+
+
+def _config(model: str, subfolder: str, file_name: str, preset: Any, offline: bool) -> dict[str, Any]:
+    local = Path(model).expanduser()
+    if local.is_dir():
+        import json
+
+        path = local / subfolder / file_name
+        try:
+            if path.stat().st_size > 1_000_000:
+                raise ModelError(f"{path}: config larger than 1 MB")
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise ModelError(f"{path}: unreadable config: {type(err).__name__}") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: config is not a JSON object")
+        return data
+    from diffusers import ConfigMixin
+
+    class _Reader(ConfigMixin):
+        config_name = file_name
+
+    try:
+        return dict(_Reader.load_config(model, subfolder=subfolder, revision=preset.revision,
+                                        local_files_only=offline))
+    except Exception as err:  # noqa: BLE001 - same failures as loading the pipeline itself
+        raise ModelError(f"'{model}': cannot read {subfolder}/{file_name}: {type(err).__name__}") from None
+
+
+def _int(config: dict[str, Any], key: str, default: int) -> int:
+    value = config.get(key, default)
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, Any]]:
+    """(facts, the model's scheduler config); refuses a model of the wrong task before loading."""
+    from diffcli.run.pipelines import apply_offline, is_offline, quiet_libraries, read_model_index, task_of
+
+    offline = is_offline(preset)
+    apply_offline(offline)
+    quiet_libraries()
+    index = read_model_index(preset.model, preset, offline)
+    task = task_of(index)
+    class_name = str(index.get("_class_name", "?"))
+    if wanted is not None and task != wanted:
+        hint = f"use {COMMANDS[task]}" if task in COMMANDS else None
+        raise ModelError(f"'{preset.model}' is a {class_name} ({task} model), not a {wanted} model", hint=hint)
+    if task not in COMMANDS:
+        raise ModelError(f"'{preset.model}' is a {class_name}, which diffcli cannot run")
+    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]}
+    denoiser_name = "unet" if "unet" in components else "transformer"
+    denoiser = _config(preset.model, denoiser_name, "config.json", preset, offline)
+    decoder_name = "vae" if "vae" in components else ("vqvae" if "vqvae" in components else None)
+    factor = 1
+    if decoder_name is not None:
+        decoder = _config(preset.model, decoder_name, "config.json", preset, offline)
+        channels = decoder.get("block_out_channels") or [0]
+        factor = 2 ** (len(channels) - 1) if isinstance(channels, list) and 0 < len(channels) <= 8 else 8
+    sample = _int(denoiser, "sample_size", 64)
+    side = sample * factor
+    if not 1 <= side <= MAX_SIDE:
+        raise ModelError(f"'{preset.model}': {denoiser_name} config asks for {side}-pixel images, "
+                         f"more than diffcli allows ({MAX_SIDE})")
+    scheduler = _config(preset.model, "scheduler", "scheduler_config.json", preset, offline)
+    facts = ModelFacts(task=task, class_name=class_name, width=side, height=side,
+                       size_multiple=math.lcm(8, factor) if task == "txt2img" else 1,
+                       fixed_size=task == "unconditional", name=model_name(preset.model))
+    return facts, scheduler
+
+
+def check_frames_supported(facts: ModelFacts, every: int | None) -> None:
+    """Frames need 4-D latents; packed-latent transformer pipelines (Flux) are refused up front."""
+    if every is not None and facts.class_name.startswith("Flux"):
+        raise UsageError("frames are not supported for this pipeline's packed latents; drop --every")

@@ -1,0 +1,88 @@
+"""The image sink: each final image as a PNG with A1111 and diffcli metadata, published atomically."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffcli import __version__
+from diffcli.plan.items import Item
+from diffcli.sinks.base import RunInfo
+from diffcli.sinks.metadata import A1111_KEY, DIFFCLI_KEY, a1111_parameters, diffcli_chunk
+from diffcli.sinks.pixels import to_pil
+from diffcli.step import Step
+
+# Run-level keys a replay record keeps: what decides the pixels (trust keys stay with the user).
+RECORDED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker")
+
+
+def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]:
+    """One image's line in the report."""
+    entry: dict[str, Any] = {"path": path, "seed": item.seed, "index": item.index, "steps": item.steps,
+                             "width": item.width, "height": item.height}
+    if item.task == "txt2img":
+        entry.update(prompt=item.prompt, negative_prompt=item.negative_prompt, prompt_index=item.prompt_index,
+                     guidance_scale=item.guidance_scale)
+    if existing:
+        entry["existing"] = True
+    return entry
+
+
+def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
+    """The `diffcli` chunk: the resolved item and the run-level settings that decide its pixels."""
+    from diffcli.plan.schedulers import name_for
+
+    scheduler = run.pipe.scheduler
+    preset = {key: getattr(run.preset, key) for key in RECORDED_KEYS}
+    preset["scheduler"] = run.preset.scheduler or name_for(scheduler)
+    preset.update(seed=item.seed, steps=item.steps, width=item.width, height=item.height, num_images=1)
+    if item.task == "txt2img":
+        preset.update(prompt=item.prompt, negative_prompt=item.negative_prompt, guidance_scale=item.guidance_scale)
+    return {"task": item.task, "preset": preset, "index": item.index, "prompt_index": item.prompt_index,
+            "model_name": run.model_name, "scheduler_config": dict(scheduler.config), "versions": versions()}
+
+
+def png_text(run: RunInfo, item: Item) -> dict[str, str]:
+    """A1111 `parameters` plus the `diffcli` replay chunk for one image."""
+    from diffcli.plan.schedulers import label_for
+
+    fields: dict[str, Any] = {"Steps": item.steps, "Sampler": label_for(run.pipe.scheduler)}
+    if item.task == "txt2img":
+        fields["CFG scale"] = item.guidance_scale
+    fields.update({"Seed": item.seed, "Size": f"{item.width}x{item.height}", "Model": run.model_name,
+                   "Version": f"diffcli {__version__}"})
+    text = a1111_parameters(item.prompt or None, item.negative_prompt or None, fields)
+    return {A1111_KEY: text, DIFFCLI_KEY: diffcli_chunk(replay_record(run, item))}
+
+
+def versions() -> dict[str, str]:
+    """Package versions recorded for replay."""
+    import diffusers
+    import torch
+
+    return {"diffcli": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__}
+
+
+class ImageSink:
+    """Writes each final image; its report entries are the `images` list."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self.run: RunInfo | None = None
+
+    def start(self, run: RunInfo) -> None:
+        self.run = run
+
+    def on_step(self, batch: list[Item], step: Step) -> None:
+        pass
+
+    def on_images(self, batch: list[Item], pixels: Any) -> None:
+        from diffcli.sinks.folder import png_writer
+
+        assert self.run is not None
+        for item, image in zip(batch, pixels):
+            writer = png_writer(to_pil(image), png_text(self.run, item))
+            path, existed = self.run.folder.publish(f"{item.stem}.png", writer, final=True)
+            self.entries.append(image_entry(item, str(path), existing=existed))
+
+    def close(self, completed: bool) -> dict[str, list[dict[str, Any]]]:
+        return {"images": self.entries}

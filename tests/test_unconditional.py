@@ -5,13 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from diffcli.run.commands import run_unconditional
-from diffcli.sinks.frames import frame_steps
-from diffcli.run.generate import Options
-from diffcli.run.pipelines import load_pipeline
 from diffcli.plan.presets import Preset
+from diffcli.run.commands import run_generation
+from diffcli.run.pipelines import load_pipeline
+from diffcli.sinks.frames import frame_steps
 from diffcli.run.sampling import sample_unconditional
-from diffcli.plan.schedulers import SCHEDULERS, build_scheduler, compatible_names
+from diffcli.plan.schedulers import SCHEDULERS, compatible_names
+from diffcli.run.schedulers import build_scheduler
 
 
 def load(model, scheduler=None):
@@ -57,7 +57,11 @@ def test_ddpm_pixel_contract(tiny_ddpm, tmp_path, batch_size):
     steps, seed = 12, 7
     preset = Preset(model=str(tiny_ddpm), scheduler="ddpm", steps=steps, seed=seed, num_images=3,
                     batch_size=batch_size, device="cpu", output=str(tmp_path / "out"))
-    report = run_unconditional(preset, Options("unconditional", quiet=True))
+    report = run_generation("unconditional", preset, "unconditional")
+    assert len(report.images) == 3 and report.to_dict()["output"] == str(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0000-s7.png", "0001-s8.png", "0002-s9.png",
+                                                                    "grid.png"]
+    assert report.to_dict()["grid"] == str(tmp_path / "out" / "grid.png")
     reference = DDPMPipeline.from_pretrained(tiny_ddpm)
     reference.set_progress_bar_config(disable=True)
     for i, entry in enumerate(report.images):
@@ -71,14 +75,15 @@ def test_ddpm_pixel_contract(tiny_ddpm, tmp_path, batch_size):
 def test_png_metadata_and_frames(tiny_ddpm, tmp_path):
     preset = Preset(model=str(tiny_ddpm), scheduler="ddim", steps=10, every=4, seed=1, num_images=2, batch_size=2,
                     device="cpu", output=str(tmp_path / "o"), show="both")
-    report = run_unconditional(preset, Options("unconditional", quiet=True, frames=True, frame_kinds=("x_t", "x0")))
+    report = run_generation("unconditional", preset, "unconditional")
+    frames = report.to_dict()["frames"]
     image = Image.open(report.images[0]["path"])
     assert "Steps: 10, Sampler: DDIM" in image.info["parameters"] and "Seed: 1" in image.info["parameters"]
     record = json.loads(image.info["diffcli"])
     assert record["preset"]["seed"] == 1 and record["preset"]["scheduler"] == "ddim"
-    steps = sorted({(f["image_index"], f["step"], f["kind"]) for f in report.frames})
+    steps = sorted((f["image_index"], f["step"], f["kind"]) for f in frames)
     assert steps == sorted((i, s, k) for i in (0, 1) for s in (4, 8, 10) for k in ("x_t", "x0"))
-    last = [f for f in report.frames if f["step"] == 10 and f["kind"] == "x_t" and f["image_index"] == 1][0]
+    last = [f for f in frames if f["step"] == 10 and f["kind"] == "x_t" and f["image_index"] == 1][0]
     assert np.array_equal(np.asarray(Image.open(last["path"])), np.asarray(Image.open(report.images[1]["path"])))
 
 

@@ -42,21 +42,32 @@ def _broken_pipe() -> int:
 
 def run_app(app: Any, argv: list[str] | None = None) -> None:
     """Run the Typer app without click's own exit handling, and exit with the right code."""
-    import click
+    import typer
 
     from diffcli.cli.emit import StdoutError
+
+    try:  # typer vendors click; its exceptions are typer's own classes
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click import exceptions as click_exceptions
 
     args = sys.argv[1:] if argv is None else argv
     as_json = _wants_json(args)
     try:
         code = app(args=args, prog_name="diffcli", standalone_mode=False)
         code = code if isinstance(code, int) else 0
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         code = done.exit_code
-    except click.exceptions.UsageError as err:
+    except click_exceptions.NoArgsIsHelpError as err:
+        try:
+            print(err.ctx.get_help() if err.ctx is not None else "", flush=True)
+            code = 0
+        except BrokenPipeError:
+            code = _broken_pipe()
+    except click_exceptions.UsageError as err:
         message = err.format_message().strip().replace("\n", " ")
         code = _error(message + " (see --help)", 2, as_json)
-    except click.exceptions.Abort:
+    except typer.Abort:
         code = _error("interrupted", 130, as_json)
     except KeyboardInterrupt:
         code = _error("interrupted", 130, as_json)
@@ -65,6 +76,13 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
     except StdoutError as err:
         print(f"Error: cannot write the result to stdout: {err}", file=sys.stderr, flush=True)
         code = 4
+    except Exception as err:  # noqa: BLE001 - outside any command: still one line, never a traceback
+        from diffcli.cli.boundary import debug, describe
+
+        if debug():
+            raise
+        message, code = describe(err)
+        code = _error(message, code, as_json)
     try:
         sys.stdout.flush()
     except BrokenPipeError:

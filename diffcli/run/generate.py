@@ -84,7 +84,8 @@ def execute(command: str, task: str, preset: Any, items: list[Item], folder: Out
         failure = None
         try:
             if todo:
-                _generate(command, task, preset, todo, folder, sinks, model_name, loaded, report, started)
+                existing = [(item, str(folder.path_of(f"{item.stem}.png"))) for item in items if item not in todo]
+                _generate(command, task, preset, todo, folder, sinks, model_name, loaded, report, started, existing)
         except (KeyboardInterrupt, Interrupted):
             raise
         except Exception as err:  # noqa: BLE001 - under a launch, reported to every rank below
@@ -121,7 +122,8 @@ def _rank_share(ranks: Any, folder: OutputFolder, todo: list[Item]) -> list[Item
 
 
 def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: OutputFolder, sinks: list[Any],
-              model_name: str, loaded: Any, report: Report, started: float) -> None:
+              model_name: str, loaded: Any, report: Report, started: float,
+              existing: list[tuple[Item, str]]) -> None:
     """Load, then sample batch by batch through the sinks, filling `report` as files land."""
     import torch
 
@@ -135,7 +137,8 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
     report.extra.update(device=str(loaded.device), dtype=str(loaded.dtype).replace("torch.", ""))
     run = RunInfo(command=command, task=task, preset=preset, folder=folder, total=len(todo), pipe=loaded.pipe,
-                  model_name=model_name, latent=task == "txt2img" or getattr(loaded.pipe, "vqvae", None) is not None)
+                  model_name=model_name, latent=task == "txt2img" or getattr(loaded.pipe, "vqvae", None) is not None,
+                  existing=existing)
     fan = Sinks(sinks)
     fan.start(run)
     want_x0 = any(getattr(sink, "kinds", ()) and "x0" in sink.kinds for sink in sinks)

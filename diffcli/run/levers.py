@@ -22,6 +22,10 @@ def apply_levers(pipe: Any, preset: Preset, device: Any) -> None:
     if preset.channels_last and denoiser is not None:
         denoiser.to(memory_format=torch.channels_last)
     if preset.attention_backend:
+        if getattr(pipe, "transformer", None) is None:
+            raise PresetError(f"attention_backend: {preset.attention_backend}: only transformer pipelines use it "
+                              "(a UNet's attention processors call PyTorch SDPA directly)",
+                              hint="drop attention_backend for this model")
         try:
             denoiser.set_attention_backend(preset.attention_backend)
         except (ValueError, RuntimeError, AttributeError, ImportError) as err:

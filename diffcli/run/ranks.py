@@ -75,9 +75,9 @@ def is_main_process() -> bool:
 
 
 def device_for_rank(requested: str) -> str:
-    """`auto` under a multi-GPU launch → this rank's own GPU."""
+    """`auto` or a bare `cuda` under a multi-GPU launch → this rank's own GPU (`cuda:N` is kept)."""
     ranks = current()
-    if ranks is None or requested != "auto":
+    if ranks is None or requested not in ("auto", "cuda"):
         return requested
     device = ranks.state.device
     return str(device) if device.type == "cuda" else requested

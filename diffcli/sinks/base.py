@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from diffcli.plan.items import Item
@@ -22,6 +22,7 @@ class RunInfo:
     pipe: Any = None       # the loaded pipeline (None until loaded)
     model_name: str = ""
     latent: bool = False   # steps carry latents that need decoding for frames
+    existing: list[tuple[Item, str]] = field(default_factory=list)  # done items kept (--skip-existing)
 
 
 class Sink(Protocol):

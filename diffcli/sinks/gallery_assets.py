@@ -18,7 +18,7 @@ background:var(--card);color:inherit}
 #count{color:var(--muted);font-size:12px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:1rem;padding:1rem;margin:0}
 .card{background:var(--card);border:1px solid var(--line);border-radius:6px;overflow:hidden;display:flex;
-flex-direction:column}
+flex-direction:column;content-visibility:auto;contain-intrinsic-size:auto 210px auto 420px}
 .card[hidden]{display:none}
 .card:focus{outline:3px solid var(--accent);outline-offset:2px}
 .frame{aspect-ratio:1;display:grid;place-items:center;overflow:hidden;cursor:zoom-in;
@@ -115,7 +115,7 @@ SCRIPT = """
   }
 
   function copy(button) {
-    const text = button.dataset.copy;
+    const text = button.parentNode.querySelector('code').textContent;
     const done = () => {
       button.textContent = 'Copied';
       setTimeout(() => { button.textContent = 'Copy'; }, 1500);

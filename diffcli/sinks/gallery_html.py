@@ -150,8 +150,8 @@ def _card(card: dict[str, Any], folder: Path, number: int) -> str:
         lines.append(f'<p class="error">{escape(error)}</p>')
     if card.get("replayable") is True:
         command = "diffcli replay " + shlex.quote(_display(str(folder / rel)))
-        lines.append(f'<div class="replay"><code title="{escape(command)}">{escape(command)}</code><button type="button" class="copy" '
-                     f'data-copy="{escape(command)}" aria-label="Copy the replay command">Copy</button></div>')
+        lines.append(f'<div class="replay"><code>{escape(command)}</code><button type="button" class="copy" '
+                     'aria-label="Copy the replay command">Copy</button></div>')
     width, height = _int(card.get("width")), _int(card.get("height"))
     dims = f" · {width}×{height}" if width and height else ""
     lines.append(f'<p class="file"><a href="{escape(full)}">{escape(_display(rel))}</a>{dims}</p>')

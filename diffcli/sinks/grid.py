@@ -48,7 +48,15 @@ class GridSink:
         self.cells: dict[int, tuple[str, Any]] = {}
 
     def start(self, run: RunInfo) -> None:
+        from PIL import Image
+
         self.run = run
+        for item, path in run.existing:
+            try:
+                with Image.open(path) as image:
+                    self.add(item, image)
+            except OSError:
+                pass  # an unreadable existing image is left out of the overview
 
     def on_step(self, batch: list[Item], step: Step) -> None:
         pass

@@ -1,58 +1,53 @@
-"""PNG metadata: the A1111 `parameters` text chunk and diffcli's own replay chunk."""
+"""PNG metadata: the A1111 `parameters` text chunk and diffcli's own replay chunk.
+
+The `parameters` chunk is for other tools (A1111, ComfyUI, image browsers), which read it line by
+line: the prompt, an optional `Negative prompt:` line, and a last line of `key: value` settings.
+User text is folded onto one line there, so no prompt can add a line that readers would take for a
+negative prompt or settings; the `diffcli` JSON chunk keeps the exact text for replay.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 A1111_KEY = "parameters"
 DIFFCLI_KEY = "diffcli"
+NEGATIVE_LABEL = "Negative prompt:"
+
+# Every character str.splitlines() breaks on, so no reader can split a folded value.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
+
+
+def fold(text: str | None) -> str:
+    """One line of text: line breaks become single spaces, surrounding whitespace is dropped."""
+    return _LINE_BREAKS.sub(" ", text or "").strip()
+
+
+def _prompt_line(prompt: str | None) -> str:
+    line = fold(prompt)
+    if line.startswith(NEGATIVE_LABEL):  # would be read as the negative prompt, leaving the prompt empty
+        line = "Negative prompt -" + line[len(NEGATIVE_LABEL):]
+    return line
 
 
 def _quote(value: Any) -> str:
     text = str(value)
-    return json.dumps(text) if any(c in text for c in ",:\n") else text
+    needs_quotes = any(c in text for c in ',:"\\') or not text.isprintable() or text != text.strip()
+    return json.dumps(text) if needs_quotes else text
 
 
 def a1111_parameters(prompt: str | None, negative_prompt: str | None, fields: dict[str, Any]) -> str:
-    """The A1111 text: prompt line, optional `Negative prompt:` line, `key: value, ...` line."""
-    lines = [prompt or ""]
-    if negative_prompt:
-        lines.append(f"Negative prompt: {negative_prompt}")
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items() if value is not None))
+    """The A1111 text: one prompt line, optional `Negative prompt:` line, `key: value, ...` settings line."""
+    lines = [_prompt_line(prompt)]
+    negative = fold(negative_prompt)
+    if negative:
+        lines.append(f"{NEGATIVE_LABEL} {negative}")
+    lines.append(", ".join(f"{fold(str(key))}: {_quote(value)}" for key, value in fields.items() if value is not None))
     return "\n".join(lines)
 
 
-def parse_a1111(text: str) -> dict[str, Any]:
-    """Parse A1111 text back into prompt, negative prompt and fields (for replay and tests)."""
-    lines = text.split("\n")
-    last = lines.pop()
-    negative_lines = [i for i, line in enumerate(lines) if line.startswith("Negative prompt: ")]
-    negative = None
-    if negative_lines:
-        first = negative_lines[0]
-        negative = "\n".join(lines[first:])[len("Negative prompt: "):]
-        lines = lines[:first]
-    fields: dict[str, Any] = {}
-    decoder = json.JSONDecoder()
-    i = 0
-    while i < len(last):
-        colon = last.find(": ", i)
-        if colon < 0:
-            break
-        key, i = last[i:colon].strip(), colon + 2
-        if last.startswith('"', i):
-            value, i = decoder.raw_decode(last, i)
-        else:
-            comma = last.find(", ", i)
-            comma = len(last) if comma < 0 else comma
-            value, i = last[i:comma], comma
-        fields[key] = value
-        if last.startswith(", ", i):
-            i += 2
-    return {"prompt": "\n".join(lines), "negative_prompt": negative, "fields": fields}
-
-
 def diffcli_chunk(record: dict[str, Any]) -> str:
-    """The JSON replay record."""
+    """The JSON replay record (exact prompts, line breaks included)."""
     return json.dumps(record, sort_keys=True, default=str)

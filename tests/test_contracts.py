@@ -1,0 +1,254 @@
+"""Regression tests for the redesign: each bug the review found, and the contracts the new shapes promise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from diffcli.cli.app import app
+from tests.conftest import REPO, run_cli
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_ldm(tmp_path_factory) -> Path:
+    """An LDMPipeline (unet + vqvae): 8x8 latents decoded to 16x16 pixels."""
+    import torch
+    from diffusers import DDIMScheduler, LDMPipeline, UNet2DModel, VQModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    vqvae = VQModel(in_channels=3, out_channels=3, latent_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
+                    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                    num_vq_embeddings=16, layers_per_block=1)
+    folder = tmp_path_factory.mktemp("models") / "tiny-ldm"
+    LDMPipeline(vqvae=vqvae, unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000)).save_pretrained(folder)
+    return folder
+
+
+def test_bug1_latent_pipeline_is_decoded_like_ldm_pipeline(tiny_ldm, tmp_path):
+    import torch
+    from diffusers import LDMPipeline
+
+    result = invoke("unconditional", "--model", str(tiny_ldm), "--steps", "3", "-n", "2", "--seed", "5",
+                    "-o", str(tmp_path / "o"), "--json", "-q", "--no-grid")
+    assert result.exit_code == 0, result.output
+    images = json.loads(result.stdout)["images"]
+    pipe = LDMPipeline.from_pretrained(tiny_ldm)
+    for entry in images:
+        ours = np.asarray(Image.open(entry["path"]).convert("RGB"), dtype=np.int16)
+        assert ours.shape == (16, 16, 3)  # decoded pixels, not the 8x8 latents
+        theirs = pipe(generator=torch.Generator("cpu").manual_seed(entry["seed"]), num_inference_steps=3,
+                      output_type="np").images[0]
+        assert np.abs(ours - np.round(theirs * 255).astype(np.int16)).max() <= 2
+
+
+def test_bug2_and_3_replay_names_from_the_item_and_model_field_names_the_model(tiny_ddpm, tmp_path):
+    first = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "--seed", "7", "-o",
+                   str(tmp_path / "a"), "--json", "-q")
+    assert first.exit_code == 0, first.output
+    image = Path(json.loads(first.stdout)["images"][0]["path"])
+    parameters = Image.open(image).info["parameters"]
+    assert f"Model: {tiny_ddpm.name}" in parameters and "digits" not in parameters
+    again = invoke("replay", str(image), "--set", "seed=99", "-o", str(tmp_path / "r"), "--json", "-q")
+    assert again.exit_code == 0, again.output
+    replayed = json.loads(again.stdout)["images"][0]
+    assert Path(replayed["path"]).name == "0000-s99.png"
+    record = json.loads(Image.open(replayed["path"]).info["diffcli"])
+    assert record["preset"]["seed"] == 99
+
+
+def test_bug4_set_model_resolves_like_the_model_flag(tiny_ddpm, tiny_sd, tmp_path):
+    by_flag = invoke("unconditional", "--model", str(tiny_ddpm), "-o", str(tmp_path / "f"), "--json", "-q",
+                     "--steps", "2")
+    by_set = invoke("unconditional", "--set", f"model={tiny_ddpm}", "-o", str(tmp_path / "s"), "--json", "-q",
+                    "--steps", "2")
+    assert by_flag.exit_code == by_set.exit_code == 0
+    strip = lambda doc: {k: v for k, v in doc["preset"].items() if k not in ("output",)}  # noqa: E731
+    assert strip(json.loads(by_flag.stdout)) == strip(json.loads(by_set.stdout))
+    trace = invoke("denoise-trace", "--set", f"model={tiny_sd}", "--prompt", "a cat", "--steps", "2",
+                   "-o", str(tmp_path / "t"), "--json", "-q")
+    assert trace.exit_code == 0, trace.output
+
+
+def test_bug5_resume_after_a_crash_mid_image_with_frames(tiny_ddpm, tmp_path):
+    out = tmp_path / "o"
+    args = ("unconditional", "--model", str(tiny_ddpm), "--steps", "4", "--every", "2", "-n", "3", "-o", str(out),
+            "-q", "--json")
+    assert invoke(*args).exit_code == 0
+    (out / "0001-s1.png").unlink()  # as if the run died after image 1's frames, before its final image
+    again = invoke(*args, "--skip-existing")
+    assert again.exit_code == 0, again.output
+    doc = json.loads(again.stdout)
+    made = [Path(e["path"]).name for e in doc["images"] if not e.get("existing")]
+    assert made == ["0001-s1.png"]
+    assert sorted(Path(f["path"]).name for f in doc["frames"]) == ["0001-s1-step0002-t0500-xt.png",
+                                                                   "0001-s1-step0004-t0000-xt.png"]
+
+
+def test_bug6_skip_is_honoured_at_publish_time(tmp_path):
+    from diffcli.sinks.folder import OutputFolder, png_writer
+
+    folder = OutputFolder(tmp_path, "unconditional", "skip")
+    assert not folder.is_done("0000-s0.png")
+    Image.new("L", (4, 4)).save(tmp_path / "0000-s0.png")  # another process published it meanwhile
+    path, existed = folder.publish("0000-s0.png", png_writer(Image.new("L", (4, 4), 255), None), final=True)
+    assert existed and np.asarray(Image.open(path)).max() == 0  # kept, not replaced, no error
+
+
+def test_bug6_two_concurrent_skip_runs_both_succeed(tiny_ddpm, tmp_path):
+    args = ["unconditional", "--model", str(tiny_ddpm), "--steps", "3", "-n", "4", "-o", str(tmp_path / "o"),
+            "--skip-existing", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "diffcli", *args], stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").glob("*-s*.png")) == [f"{i:04d}-s{i}.png" for i in range(4)]
+
+
+def test_bug7_json_document_on_interrupt_during_load_and_no_stale_report(tiny_ddpm, tmp_path, monkeypatch):
+    import diffcli.run.pipelines as pipelines
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipelines, "load_pipeline", interrupted)
+    result = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-o", str(tmp_path / "o"), "--json")
+    assert result.exit_code == 130
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "interrupted" and doc["images"] == []
+    usage = invoke("unconditional", "--steps", "0", "--json")
+    assert usage.exit_code == 2 and "images" not in json.loads(usage.stdout)  # nothing left over from the last run
+
+
+def test_bug7_only_rank_zero_prints(monkeypatch, capsys):
+    from diffcli.cli.emit import Emitter
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    Emitter(as_json=True).error("boom", 2, {"images": []})
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setenv("RANK", "0")
+    Emitter(as_json=True).error("boom", 2, {"images": []})
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["error"]["exit_code"] == 2 and captured.err == "Error: boom\n"
+
+
+def test_bug8_frames_take_the_items_own_size(tiny_sd, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a cat", "width": 24, "height": 16}\n')
+    result = invoke("txt2img", "--prompts-file", str(prompts), "--model", str(tiny_sd), "--steps", "2",
+                    "--every", "1", "-o", str(tmp_path / "o"), "--json", "-q")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["frames"] and all(Image.open(f["path"]).size == (24, 16) for f in doc["frames"])
+
+
+def test_bug10_no_placeholder_under_the_final_name_without_links(tmp_path, monkeypatch):
+    import errno
+
+    from diffcli.sinks import folder as folder_module
+
+    def no_links(*_a):
+        raise OSError(errno.EPERM, "links not supported")
+
+    def interrupted_replace(*_a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folder_module.os, "link", no_links)
+    monkeypatch.setattr(folder_module.os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        folder_module.write_atomic(tmp_path / "x.png", lambda handle: handle.write(b"png"), replace=False)
+    assert not (tmp_path / "x.png").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # temp and lock files removed too
+
+
+def test_bug11_bare_cuda_maps_to_the_ranks_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    import diffcli.run.ranks as ranks
+
+    fake = SimpleNamespace(state=SimpleNamespace(device=SimpleNamespace(type="cuda", __str__=None)))
+    fake.state.device = type("D", (), {"type": "cuda", "__str__": lambda self: "cuda:1"})()
+    monkeypatch.setattr(ranks, "current", lambda: fake)
+    assert ranks.device_for_rank("cuda") == "cuda:1"
+    assert ranks.device_for_rank("auto") == "cuda:1"
+    assert ranks.device_for_rank("cuda:0") == "cuda:0"
+
+
+def test_bug12_attention_backend_is_refused_on_unet_pipelines(tiny_sd, tmp_path):
+    result = invoke("txt2img", "a cat", "--model", str(tiny_sd), "--set", "attention_backend=native", "--steps", "2",
+                    "-o", str(tmp_path / "o"), "-q")
+    assert result.exit_code == 2 and "only transformer pipelines" in result.stderr
+
+
+def test_bug12_arguments_a_pipeline_does_not_take_are_named():
+    from diffcli.errors import UsageError
+    from diffcli.run.sampling import sample_txt2img
+
+    class NoNegative:
+        scheduler = type("S", (), {"step": lambda *a, **k: None, "timesteps": []})()
+
+        def __call__(self, prompt, num_inference_steps, output_type, generator=None):
+            raise AssertionError("must not run")
+
+    with pytest.raises(UsageError, match="negative_prompt"):
+        sample_txt2img(NoNegative(), {"prompt": ["a"], "negative_prompt": ["b"]}, 2, None)
+
+
+def test_json_on_click_usage_errors():
+    for args in (["txt2img", "--bogus", "--json"], ["nosuch", "--json"], ["txt2img", "x", "--steps", "abc", "--json"]):
+        result = run_cli(*args)
+        assert result.returncode == 2, args
+        assert json.loads(result.stdout)["status"] == "error"
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+
+
+def test_numbered_output_folders_and_no_empty_folder_on_failure(tiny_ddpm, tmp_path):
+    for expected in ("0001", "0002"):
+        result = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-q", "--json")
+        assert result.exit_code == 0
+        assert Path(json.loads(result.stdout)["images"][0]["path"]).parent.name == expected
+    failed = invoke("unconditional", "--model", str(tmp_path / "missing"), "-q")
+    assert failed.exit_code == 3
+    assert sorted(p.name for p in Path("outputs/unconditional").iterdir()) == ["0001", "0002"]
+
+
+def test_all_done_items_do_not_load_the_model(tiny_ddpm, tmp_path, monkeypatch):
+    args = ("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "-o", str(tmp_path / "o"), "-q")
+    assert invoke(*args).exit_code == 0
+    import diffcli.run.pipelines as pipelines
+
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: pytest.fail("loaded the model"))
+    again = invoke(*args, "--skip-existing", "--json")
+    assert again.exit_code == 0
+    assert [e.get("existing") for e in json.loads(again.stdout)["images"]] == [True, True]
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tiny_ddpm, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".diffcli-tmp-{dead.stdout.strip()}-abcd-0000-s0.png"
+    stale.write_bytes(b"")
+    mine = out / f".diffcli-tmp-{os.getpid()}-abcd-0009-s9.png"
+    mine.write_bytes(b"")
+    assert invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-o", str(out), "-q").exit_code == 0
+    assert not stale.exists() and mine.exists()

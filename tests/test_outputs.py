@@ -1,5 +1,6 @@
 import errno
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -7,7 +8,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diffcli.errors import OutputError
-from diffcli.sinks.folder import TEMP_PREFIX, save_png, slugify, write_atomic
+from diffcli.plan.items import slugify
+from diffcli.sinks.folder import TEMP_PREFIX, OutputFolder, png_writer, save_png, write_atomic
 
 
 @settings(max_examples=300, deadline=None)
@@ -28,13 +30,44 @@ def test_slug_examples():
 
 def test_atomic_write_refuses_existing_and_leaves_no_temp(tmp_path):
     target = tmp_path / "a.png"
-    save_png(target, Image.new("L", (2, 2)), {"k": "v"}, overwrite=False)
-    with pytest.raises(OutputError, match="already exists"):
-        save_png(target, Image.new("L", (2, 2), 255), None, overwrite=False)
+    save_png(target, Image.new("L", (2, 2)), {"k": "v"}, replace=False)
+    assert Image.open(target).info["k"] == "v"
+    with pytest.raises(FileExistsError):
+        save_png(target, Image.new("L", (2, 2), 255), None, replace=False)
     assert Image.open(target).getpixel((0, 0)) == 0
-    save_png(target, Image.new("L", (2, 2), 255), None, overwrite=True)
+    save_png(target, Image.new("L", (2, 2), 255), None, replace=True)
     assert Image.open(target).getpixel((0, 0)) == 255
     assert not list(tmp_path.glob(f"{TEMP_PREFIX}*"))
+
+
+@pytest.mark.parametrize("policy,final,outcome", [
+    ("new", True, "refused"), ("new", False, "refused"), ("skip", True, "kept"), ("skip", False, "replaced"),
+    ("overwrite", True, "replaced"), ("overwrite", False, "replaced"),
+])
+def test_output_folder_policies(tmp_path, policy, final, outcome):
+    folder = OutputFolder(tmp_path / "o", "unconditional", policy)
+    (tmp_path / "o").mkdir()
+    save_png(tmp_path / "o" / "a.png", Image.new("L", (2, 2), 0), None, replace=False)
+    writer = png_writer(Image.new("L", (2, 2), 255), None)
+    if outcome == "refused":
+        with pytest.raises(OutputError, match="already exists"):
+            folder.publish("a.png", writer, final=final)
+    else:
+        path, existed = folder.publish("a.png", writer, final=final)
+        assert path == tmp_path / "o" / "a.png" and existed == (outcome == "kept")
+    assert Image.open(tmp_path / "o" / "a.png").getpixel((0, 0)) == (255 if outcome == "replaced" else 0)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png"]
+
+
+def test_automatic_folders_are_numbered_and_made_at_first_write(tmp_path):
+    first = OutputFolder(None, "txt2img")
+    assert first.automatic and first.peek() is None and not (tmp_path / "outputs").exists()
+    assert first.path_of("x.png") == Path("outputs/txt2img/NNNN/x.png") and not first.is_done("x.png")
+    (tmp_path / "outputs" / "txt2img" / "0007").mkdir(parents=True)
+    path, _ = first.publish("x.png", png_writer(Image.new("L", (2, 2)), None), final=True)
+    assert path == Path("outputs/txt2img/0008/x.png") and path.is_file() and first.is_done("x.png")
+    second = OutputFolder(None, "txt2img")
+    assert second.root == Path("outputs/txt2img/0009") and second.root.is_dir()
 
 
 def test_disk_full_leaves_nothing_partial(tmp_path):
@@ -43,14 +76,14 @@ def test_disk_full_leaves_nothing_partial(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(OutputError, match="disk full"):
-        write_atomic(tmp_path / "x.png", fill, overwrite=False)
+        write_atomic(tmp_path / "x.png", fill, replace=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_disk_full_during_a_run_exits_4_and_keeps_finished(tiny_ddpm, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import diffcli.outputs as outputs
+    import diffcli.sinks.folder as outputs
     from diffcli.cli.app import app
 
     real_fsync, calls = os.fsync, []
@@ -78,10 +111,8 @@ def test_unwritable_output_folder(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
-    from diffcli.sinks.folder import prepare_dir
-
     with pytest.raises(OutputError, match="not writable"):
-        prepare_dir(folder)
+        OutputFolder(folder, "unconditional").root
 
 
 def test_two_writers_never_clobber(tmp_path):
@@ -92,8 +123,8 @@ def test_two_writers_never_clobber(tmp_path):
     def writer(value):
         barrier.wait()
         try:
-            save_png(tmp_path / "same.png", Image.new("L", (2, 2), value), None, overwrite=False)
-        except OutputError as err:
+            save_png(tmp_path / "same.png", Image.new("L", (2, 2), value), None, replace=False)
+        except FileExistsError as err:
             errors.append(err)
 
     threads = [threading.Thread(target=writer, args=(v,)) for v in range(8)]

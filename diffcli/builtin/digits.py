@@ -1,11 +1,13 @@
-"""scikit-learn's handwritten digits as training data, prompts for them, and a digit classifier.
+"""scikit-learn's handwritten digits: the fixed train/held-out split, prompts, and the image transforms.
 
-scikit-learn is an optional dependency (the `train` extra): only training and the
-quality benchmark import this module.
+scikit-learn is an optional dependency (the `train` extra): only training, the quality judge
+and the quality benchmark import this module.
 """
 
 from __future__ import annotations
 
+import zlib
+from functools import lru_cache
 from typing import Any
 
 IMAGE_SIZE = 16  # 8x8 digits upsampled 2x: all their detail, a quarter of 32x32's compute
@@ -15,6 +17,9 @@ TEMPLATES = [
     "digit {n}", "digit {w}", "a {w}", "handwritten {w}", "number {n}", "the digit {w}",
 ]
 VOCAB_WORDS = ["a", "handwritten", "digit", "the", "number", "of"] + WORDS
+SPLITS = ("train", "heldout", "all")
+HELDOUT_SHARE = 0.2
+SPLIT_KEY = "diffcli-digits-split-v1"
 
 
 def _require_sklearn() -> Any:
@@ -27,12 +32,51 @@ def _require_sklearn() -> Any:
     return sklearn.datasets
 
 
-def load_digits_8x8() -> tuple[Any, Any]:
-    """(images float32 N×8×8 in [0, 16], labels int64 N) from scikit-learn's bundled copy."""
+@lru_cache(maxsize=1)
+def _bundled() -> tuple[Any, Any]:
     import numpy as np
 
     data = _require_sklearn().load_digits()
-    return data.images.astype(np.float32), data.target.astype(np.int64)
+    images, labels = data.images.astype(np.float32), data.target.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def load_digits_8x8() -> tuple[Any, Any]:
+    """(images float32 N×8×8 in [0, 16], labels int64 N) from scikit-learn's bundled copy (all 1,797)."""
+    images, labels = _bundled()
+    return images.copy(), labels.copy()
+
+
+def split_indices() -> tuple[Any, Any]:
+    """(train, held-out) indices into `load_digits()`: a fixed, stratified 80/20 split.
+
+    Within each class, images are ordered by crc32 of "<SPLIT_KEY>:<index>" (no random generator,
+    so no library version can change it) and the first round(20% of the class) are held out.
+    The generators train on "train" only; the quality judge is fitted on "heldout" only.
+    """
+    import numpy as np
+
+    _, labels = load_digits_8x8()
+    heldout: list[int] = []
+    for digit in range(10):
+        members = np.flatnonzero(labels == digit).tolist()
+        members.sort(key=lambda i: zlib.crc32(f"{SPLIT_KEY}:{i}".encode()))
+        heldout += members[: round(HELDOUT_SHARE * len(members))]
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[heldout] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def load_split(split: str) -> tuple[Any, Any]:
+    """(images N×8×8, labels N) of one split: "train" (80%), "heldout" (20%) or "all"."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown digits split {split!r} (choose {', '.join(SPLITS)})")
+    images, labels = load_digits_8x8()
+    if split == "all":
+        return images, labels
+    index = split_indices()[0 if split == "train" else 1]
+    return images[index], labels[index]
 
 
 def to_model_space(images_8x8: Any) -> Any:
@@ -64,30 +108,3 @@ def to_classifier_space(pixels: Any) -> Any:
 def prompt_for(digit: int, template: int) -> str:
     """One of the training prompt forms for a digit."""
     return TEMPLATES[template % len(TEMPLATES)].format(n=digit, w=WORDS[digit])
-
-
-def train_classifier(seed: int = 0, holdout: float = 0.0) -> tuple[Any, float | None]:
-    """An SVM digit classifier on the same transform generated images go through.
-
-    Returns (classifier, held-out share classified right with confidence >= 0.8, if holdout > 0).
-    """
-    import numpy as np
-    from sklearn.svm import SVC
-
-    images, labels = load_digits_8x8()
-    features = to_classifier_space(to_model_space(images))
-    order = np.random.default_rng(seed).permutation(len(labels))
-    cut = int(len(labels) * (1 - holdout))
-    train, test = order[:cut], order[cut:]
-    classifier = SVC(gamma=0.001, C=10.0, probability=True, random_state=seed).fit(features[train], labels[train])
-    score = None
-    if holdout > 0:
-        proba = classifier.predict_proba(features[test])
-        score = float(((proba.argmax(1) == labels[test]) & (proba.max(1) >= 0.8)).mean())
-    return classifier, score
-
-
-def classify(classifier: Any, pixels: Any) -> tuple[Any, Any]:
-    """(predicted digit, confidence) for each image."""
-    proba = classifier.predict_proba(to_classifier_space(pixels))
-    return proba.argmax(1), proba.max(1)

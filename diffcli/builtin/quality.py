@@ -1,6 +1,7 @@
-"""Quality of the built-in digit models, judged by a digit classifier (needs scikit-learn).
+"""Quality of the built-in digit models, judged by `judge` (fitted on digits the generators never saw).
 
 Used by `bench/quality.py` and the slow tests; samples through the same code paths as the CLI.
+Needs scikit-learn.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ def _pipeline(model: Path, device: str, scheduler: str | None) -> Any:
 
 def digits_quality(model: Path, count: int = 256, steps: int = 50, scheduler: str | None = "ddim",
                    device: str = "cpu", seed: int = 0, batch: int = 256) -> dict[str, Any]:
-    """Share of `count` samples classified with confidence >= 0.8, and the class histogram."""
+    """Share of `count` samples the judge classifies with confidence >= 0.8, the class histogram, memorisation."""
     import numpy as np
     import torch
 
-    from diffcli.builtin.digits import classify, train_classifier
-    from diffcli.sinks.pixels import to_uint8
+    from diffcli.builtin.judge import CONFIDENT, classify, memorization
     from diffcli.run.sampling import sample_unconditional
+    from diffcli.sinks.pixels import to_uint8
 
     pipe = _pipeline(model, device, scheduler)
     pixels = []
@@ -33,44 +34,46 @@ def digits_quality(model: Path, count: int = 256, steps: int = 50, scheduler: st
         generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(first, min(count, first + batch))]
         pixels.append(to_uint8(sample_unconditional(pipe, steps, generators, None)))
     pixels = np.concatenate(pixels)
-    classifier, holdout = train_classifier(holdout=0.2)
-    classifier, _ = train_classifier()
-    predicted, confidence = classify(classifier, pixels)
+    predicted, confidence = classify(pixels)
     shares = np.bincount(predicted, minlength=10) / len(predicted)
     return {"model": str(model), "samples": count, "steps": steps, "scheduler": scheduler,
-            "confident_share": float((confidence >= 0.8).mean()), "class_shares": [round(float(s), 4) for s in shares],
+            "confident_share": float((confidence >= CONFIDENT).mean()), "class_shares": [round(float(s), 4) for s in shares],
             "min_class_share": float(shares.min()), "max_class_share": float(shares.max()),
-            "real_digits_confident_share_heldout": holdout, "pixels": pixels}
+            "memorization": memorization(pixels), "pixels": pixels}
 
 
 def digits_text_quality(model: Path, guidance: float, per_digit: int = 32, steps: int = 50,
                         scheduler: str | None = None, device: str = "cpu", seed: int = 0,
                         prompt_form: str = "a handwritten digit {n}") -> dict[str, Any]:
-    """Per-digit accuracy of prompted samples at one guidance scale."""
+    """Per-digit accuracy (and confident accuracy) of prompted samples at one guidance scale, memorisation.
+
+    One pipeline call for all digits; image i of each digit uses the seed `seed + i`.
+    """
     import numpy as np
     import torch
 
-    from diffcli.builtin.digits import WORDS, classify, train_classifier
+    from diffcli.builtin.digits import WORDS
+    from diffcli.builtin.judge import CONFIDENT, classify, memorization
     from diffcli.sinks.pixels import to_uint8
 
     pipe = _pipeline(model, device, scheduler)
-    classifier, _ = train_classifier()
-    accuracy, confident, samples = [], [], []
-    for digit in range(10):
-        prompt = prompt_form.format(n=digit, w=WORDS[digit])
-        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(per_digit)]
-        with torch.inference_mode():
-            images = pipe([prompt] * per_digit, num_inference_steps=steps, guidance_scale=guidance,
-                          generator=generators, output_type="np").images
-        pixels = to_uint8(images)
-        predicted, confidence = classify(classifier, pixels)
-        accuracy.append(float((predicted == digit).mean()))
-        confident.append(float(((predicted == digit) & (confidence >= 0.8)).mean()))
-        samples.append(pixels[:8])
+    prompts = [prompt_form.format(n=d, w=WORDS[d]) for d in range(10) for _ in range(per_digit)]
+    generators = [torch.Generator("cpu").manual_seed(seed + i) for _ in range(10) for i in range(per_digit)]
+    with torch.inference_mode():
+        images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
+                      output_type="np").images
+    pixels = to_uint8(images)
+    predicted, confidence = classify(pixels)
+    wanted = np.repeat(np.arange(10), per_digit)
+    correct = (predicted == wanted).reshape(10, per_digit)
+    confident = (correct & (confidence >= CONFIDENT).reshape(10, per_digit))
+    accuracy = [float(a) for a in correct.mean(1)]
     return {"model": str(model), "guidance_scale": guidance, "steps": steps, "per_digit": per_digit,
             "accuracy": [round(a, 4) for a in accuracy], "min_accuracy": min(accuracy),
             "mean_accuracy": float(np.mean(accuracy)),
-            "mean_confident_correct": float(np.mean(confident)), "pixels": np.concatenate(samples)}
+            "confident_correct": [round(float(c), 4) for c in confident.mean(1)],
+            "mean_confident_correct": float(confident.mean()), "memorization": memorization(pixels),
+            "pixels": pixels.reshape(10, per_digit, *pixels.shape[1:])[:, :8].reshape(-1, *pixels.shape[1:])}
 
 
 def contact_sheet(pixels: Any, columns: int, scale: int = 4) -> Any:

@@ -34,9 +34,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     resume: bool = False
     subset: int | None = None
+    split: str = "train"  # "train": the fixed 80% (digits.split_indices); the 20% held out judge quality
     vae_steps: int = 1500
     cfg_dropout: float = 0.15
     quiet: bool = False
+    overwrite: bool = False
 
 
 DEFAULT_STEPS = {"digits": 4000, "digits-text": 4000}
@@ -54,8 +56,7 @@ class EMA:
 
         decay = min(self.decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for ema_p, p in zip(self.model.parameters(), model.parameters()):
-                ema_p.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - decay)
 
 
 def _progress(total: int, quiet: bool, label: str) -> Any:
@@ -79,7 +80,7 @@ def _loop(config: TrainConfig, name: str, modules: dict[str, Any], emas: dict[st
     ckpt = config.output.parent / f".{config.output.name}-checkpoints" / f"{name}.pt"
     start = 0
     if config.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=config.device, weights_only=True)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # RNG states must stay CPU tensors
         for key, module in modules.items():
             module.load_state_dict(state["modules"][key])
         for key, ema in emas.items():
@@ -100,7 +101,9 @@ def _loop(config: TrainConfig, name: str, modules: dict[str, Any], emas: dict[st
             schedule.step()
             for key, ema in emas.items():
                 ema.update(modules[key], step)
-            progress.update(task, advance=1, loss=float(loss.detach()))
+            # reading the loss waits for the device: only as often as the bar can show it
+            shown = {"loss": float(loss.detach())} if not config.quiet and step % 10 == 0 else {}
+            progress.update(task, advance=1, **shown)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 tmp = ckpt.with_suffix(".tmp")
@@ -113,11 +116,12 @@ def _loop(config: TrainConfig, name: str, modules: dict[str, Any], emas: dict[st
 
 
 def _data(config: TrainConfig) -> tuple[Any, Any]:
+    """Images (N×1×16×16 in [-1, 1]) and labels of the configured split, on the training device."""
     import torch
 
-    from diffcli.builtin.digits import load_digits_8x8, to_model_space
+    from diffcli.builtin.digits import load_split, to_model_space
 
-    images, labels = load_digits_8x8()
+    images, labels = load_split(config.split)
     if config.subset:
         images, labels = images[: config.subset], labels[: config.subset]
     return to_model_space(images).to(config.device), torch.as_tensor(labels).to(config.device)
@@ -206,9 +210,11 @@ def train_digits_text(config: TrainConfig) -> dict[str, Any]:
                    for row in prompts for p in row}
     unet_ema, text_ema = EMA(unet), EMA(text_encoder)
 
+    label_list = labels.tolist()  # host copy: looking labels up on the device would wait for it every step
+
     def loss_fn(step: int, generator: Any) -> Any:
-        index = _batch(generator, len(latents), config.batch_size, config.device)
-        x0, digits = latents[index], labels[index].tolist()
+        index = torch.randint(0, len(latents), (config.batch_size,), generator=generator)  # as _batch draws it
+        x0, digits = latents[index.to(config.device)], [label_list[i] for i in index.tolist()]
         forms = torch.randint(0, len(TEMPLATES), (len(index),), generator=generator).tolist()
         drop = (torch.rand(len(index), generator=generator) < config.cfg_dropout).tolist()
         ids = torch.stack([token_table["" if d else prompts[g][f]] for g, f, d in zip(digits, forms, drop)])
@@ -238,9 +244,22 @@ def _save(pipe: Any, config: TrainConfig) -> None:
     pipe.save_pretrained(tmp, safe_serialization=True)
     recipe = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in ("quiet", "resume")}
     (tmp / "training.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
-    if config.output.exists():
-        shutil.rmtree(config.output)
+    old = config.output.with_name(f".{config.output.name}.old")
+    if config.output.exists():  # allowed by check_output: empty, or --overwrite
+        config.output.rename(old)
     tmp.rename(config.output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output(config: TrainConfig) -> None:
+    """Refuse to replace a non-empty folder (or any file) unless --overwrite, before any training."""
+    from diffcli.errors import OutputError
+
+    output = config.output
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"{output} is a file, not a folder")
+    if output.is_dir() and any(output.iterdir()) and not config.overwrite:
+        raise OutputError(f"{output} exists and is not empty", hint="use --overwrite to replace it")
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -251,6 +270,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     from diffcli.run.pipelines import quiet_libraries
 
+    check_output(config)
     quiet_libraries()
     import transformers
 

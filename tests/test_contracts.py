@@ -252,3 +252,39 @@ def test_stale_temp_files_of_dead_writers_are_removed(tiny_ddpm, tmp_path):
     mine.write_bytes(b"")
     assert invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-o", str(out), "-q").exit_code == 0
     assert not stale.exists() and mine.exists()
+
+
+def test_bug9_train_refuses_a_non_empty_folder_and_replaces_it_only_with_overwrite(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ("train", "digits", "-o", str(out), "--steps", "2", "--subset", "64", "--batch-size", "8", "-q")
+    refused = invoke(*args)
+    assert refused.exit_code == 4 and "not empty" in refused.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    replaced = invoke(*args, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert (out / "model_index.json").is_file() and not (out / "keep.txt").exists()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".model-checkpoints", "model"]  # checkpoints kept for --resume; no temp or old folder
+
+
+def test_bug11_resume_loads_rng_state_on_the_cpu(monkeypatch, tmp_path):
+    import torch
+
+    import diffcli.builtin.training as training
+
+    seen = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("map_location"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    base = ("train", "digits", "-o", str(tmp_path / "m"), "--steps", "2", "--subset", "64", "--batch-size", "8",
+            "--checkpoint-every", "1", "-q")
+    assert invoke(*base).exit_code == 0
+    resumed = invoke(*base[:-1], "--steps", "3", "--resume", "--overwrite", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert seen and set(seen) == {"cpu"}

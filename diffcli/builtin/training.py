@@ -242,7 +242,8 @@ def _save(pipe: Any, config: TrainConfig) -> None:
     tmp = config.output.with_name(f".{config.output.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
-    recipe = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in ("quiet", "resume")}
+    recipe = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()
+              if k not in ("quiet", "resume", "overwrite")}
     (tmp / "training.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
     old = config.output.with_name(f".{config.output.name}.old")
     if config.output.exists():  # allowed by check_output: empty, or --overwrite

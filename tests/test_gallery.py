@@ -279,7 +279,8 @@ def test_gallery_in_headless_chromium(outputs, tmp_path):
 
         # the replay command is copyable
         copy = cards[0].find_element(By.CSS_SELECTOR, ".copy")
-        assert copy.get_attribute("data-copy") == "diffcli replay " + shlex.quote(str(outputs.resolve() / "0000-s0.png"))
+        command = cards[0].find_element(By.CSS_SELECTOR, ".replay code").get_attribute("textContent")
+        assert command == "diffcli replay " + shlex.quote(str(outputs.resolve() / "0000-s0.png"))
         copy.click()
         _wait(lambda: copy.text == "Copied", "the copy button to confirm")
 
@@ -295,7 +296,7 @@ def test_gallery_in_headless_chromium(outputs, tmp_path):
         assert driver.execute_script("return arguments[0].open", viewer)
         shown = _wait(lambda: (lambda found: found if all(done for _, done, _ in found) else None)(
             driver.execute_script(IMAGES, viewer)), "viewer images")
-        assert [src for src, _, _ in shown] == ["0003-s3.png", "0003-s3-sheet.png", "0003-s3-trace.gif"]
+        assert [src for src, _, _ in shown] == ["0003-s3.png", "0003-s3-trace.gif", "0003-s3-sheet.png"]
         assert all(width > 0 for _, _, width in shown)
         assert driver.execute_script("return getComputedStyle(arguments[0].querySelector('img')).imageRendering",
                                      viewer) == "pixelated"

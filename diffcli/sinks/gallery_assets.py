@@ -51,7 +51,7 @@ dialog .close{float:right;font-size:18px;line-height:1}
 .media figure{margin:0;text-align:center}
 .media figcaption{font-size:12px;color:var(--muted)}
 .media img{max-width:100%;max-height:70vh}
-.media img.px{image-rendering:pixelated;width:min(60vh,80vw);height:auto}
+.media img.px{image-rendering:pixelated;width:min(50vh,60vw);height:auto}
 .caption .meta{padding:.7rem 0 0}
 """
 
@@ -85,9 +85,15 @@ SCRIPT = """
     img.src = src;
     img.alt = alt;
     if (pixel) img.className = 'px';
-    img.addEventListener('load', () => {  // small sheets and animations get hard pixel edges too
-      if (Math.max(img.naturalWidth, img.naturalHeight) <= 128) img.className = 'px';
-    });
+    if (!pixel) {
+      img.addEventListener('load', () => {  // a small animation or sheet: scaled up with hard pixel edges
+        const side = Math.max(img.naturalWidth, img.naturalHeight);
+        if (side > 0 && side <= 128) {
+          img.style.imageRendering = 'pixelated';
+          img.style.width = Math.floor(256 / side) * img.naturalWidth + 'px';
+        }
+      });
+    }
     const text = document.createElement('figcaption');
     text.textContent = label;
     box.append(img, text);
@@ -99,8 +105,8 @@ SCRIPT = """
     media.replaceChildren();
     const alt = card.getAttribute('aria-label');
     if (card.dataset.full) figure(card.dataset.full, alt, 'image', card.dataset.px === '1');
-    if (card.dataset.sheet) figure(card.dataset.sheet, 'contact sheet of the denoising of: ' + alt, 'contact sheet', false);
     if (card.dataset.anim) figure(card.dataset.anim, 'denoising animation of: ' + alt, 'animation', false);
+    if (card.dataset.sheet) figure(card.dataset.sheet, 'contact sheet of the denoising of: ' + alt, 'contact sheet', false);
     caption.replaceChildren(card.querySelector('.meta').cloneNode(true));
     if (!viewer.open) viewer.showModal();
     viewer.querySelector('.close').focus();

@@ -114,7 +114,7 @@ def _axes(card: dict[str, Any]) -> str:
             parts.append(f"<b>{escape(_text(axis['key']))}</b> {shown}")
     if not parts and not card["path"].rpartition("/")[2].lower().startswith("grid"):
         return ""
-    return f'<p class="axes"><span class="k">Grid</span> {" × ".join(parts) or "(no axes recorded)"}</p>'
+    return f'<p class="axes"><span class="k">Grid</span> {" × ".join(parts)}</p>'
 
 
 def _trace(card: dict[str, Any]) -> str:

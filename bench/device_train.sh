@@ -4,7 +4,7 @@
 # folders into $OUT/models.tar (no checkpoints), with the training summaries and logs beside it.
 # The code comes from a clean `git archive` of the committed tree in SRC (the working tree that travels may hold
 # others' unfinished edits):
-#   rm -rf .devtmp/src && mkdir -p .devtmp/src && git archive HEAD diffcli | tar -x -C .devtmp/src
+#   rm -rf .devtmp/src && mkdir -p .devtmp/src && git archive HEAD diffcli presets | tar -x -C .devtmp/src
 #   run(command="bash bench/device_train.sh", carry=[".whl", ".devtmp/src"], timeout_s=420)
 # Smoke test on a CPU: DEVICE=cpu EXTRA="--steps 4 --vae-steps 2 --subset 64" OUT=/tmp/o bash bench/device_train.sh
 set -uo pipefail

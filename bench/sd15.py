@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -207,11 +208,12 @@ def parent(args: argparse.Namespace) -> dict:
         batches = [] if group[0] in COMPILED and group is not groups[-1] else args.batches
         command = [sys.executable, __file__, *sys.argv[1:], "--child", "--deadline", str(deadline), "--cases", *group,
                    "--batches", *map(str, batches)]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             lines, _ = proc.communicate(timeout=left)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the child and its compile workers
             lines, _ = proc.communicate()
             out["not_run"].append({"case": label, "why": f"killed at the budget after {left:.0f} s"})
         for line in lines.splitlines():

@@ -60,7 +60,12 @@ def test_user_mistakes_are_one_line_errors(args, code, message):
     assert result.exit_code == code, result.output
     assert message in result.stderr
     assert "Traceback" not in result.output
-    assert len(result.stderr.strip().splitlines()) == 1
+    lines = result.stderr.strip().splitlines()
+    # one error line, last; before it at most the one-line note that a built-in default preset is in use
+    assert lines[-1].startswith("Error: ") and message in lines[-1]
+    assert all(line.startswith("Using the built-in preset '") for line in lines[:-1]) and len(lines) <= 2
+    quiet = invoke(*args, "--quiet")
+    assert quiet.exit_code == code and quiet.stderr.strip().splitlines() == [lines[-1]]
 
 
 def test_missing_weights_and_sigterm_exit_code(tmp_path, tiny_ddpm):
@@ -86,12 +91,16 @@ def test_missing_weights_and_sigterm_exit_code(tmp_path, tiny_ddpm):
 
 
 def test_out_of_memory_message_names_the_levers():
-    from diffcli.cli.app import _oom_message
+    import torch
 
-    message = _oom_message(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    from diffcli.cli.boundary import describe
+
+    message, code = describe(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert code == 1 and message.startswith("not enough memory")
     assert "--batch-size" in message and "cpu_offload" in message and "vae_tiling" in message
-    assert _oom_message(MemoryError()) == message
-    assert _oom_message(ValueError("bad")) is None
+    assert describe(MemoryError()) == (message, 1)
+    other, code = describe(ValueError("bad"))
+    assert code == 1 and other.startswith("internal error: ValueError: bad") and "memory" not in other
 
 
 def test_prompts_file_unreadable():
@@ -99,7 +108,7 @@ def test_prompts_file_unreadable():
     assert result.exit_code == 2 and "prompts file not found" in result.stderr
     os.mkdir("adir")
     result = invoke("txt2img", "--prompts-file", "adir", "--preset", "digits-text")
-    assert result.exit_code == 2 and "cannot read prompts file" in result.stderr
+    assert result.exit_code == 2 and "adir: prompts file must be a regular file, not a folder" in result.stderr
 
 
 def test_model_folder_problems(tmp_path, tiny_ddpm):
@@ -111,11 +120,14 @@ def test_model_folder_problems(tmp_path, tiny_ddpm):
     (bad / "model_index.json").write_text("{oops")
     result = invoke("unconditional", "--model", str(bad))
     assert result.exit_code == 3 and "corrupt model_index.json" in result.stderr
+    import shutil
+
     unknown = tmp_path / "unknown"
-    unknown.mkdir()
+    shutil.copytree(tiny_ddpm, unknown)  # configs and weights in place: only the class is wrong
     (unknown / "model_index.json").write_text('{"_class_name": "NoSuchPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}')
-    result = invoke("unconditional", "--model", str(unknown))
-    assert result.exit_code == 3 and "unknown pipeline class 'NoSuchPipeline'" in result.stderr
+    result = invoke("unconditional", "--model", str(unknown), "--steps", "2", "-o", str(tmp_path / "o"))
+    assert result.exit_code == 3 and "unknown pipeline class 'NoSuchPipeline'" in result.stderr, result.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
 def test_truncated_weights_and_pickle_only(tmp_path, tiny_ddpm):
@@ -152,8 +164,14 @@ def test_existing_output_refused_skipped_or_overwritten(tiny_ddpm, tmp_path):
     skipped = invoke(*args, "-n", "3", "--json")
     assert skipped.exit_code == 4
     skipped = invoke(*args[:-1], "-n", "3", "--skip-existing", "--json", "--quiet")
+    assert skipped.exit_code == 0, skipped.output
     doc = json.loads(skipped.stdout)
-    assert [os.path.basename(i["path"]) for i in doc["images"]] == ["0002-s2.png"] and len(doc["skipped"]) == 2
+    # kept images are listed too, marked existing; `skipped` names them again
+    assert [(os.path.basename(i["path"]), i["seed"], i.get("existing", False)) for i in doc["images"]] == [
+        ("0000-s0.png", 0, True), ("0001-s1.png", 1, True), ("0002-s2.png", 2, False)]
+    assert [os.path.basename(s["path"]) for s in doc["skipped"]] == ["0000-s0.png", "0001-s1.png"]
+    assert doc["grid"] == str(tmp_path / "o" / "grid.png") and (tmp_path / "o" / "grid.png").is_file()
+    assert (tmp_path / "o" / "0000-s0.png").read_bytes() == first
     assert invoke(*args, "--overwrite").exit_code == 0
     assert (tmp_path / "o" / "0000-s0.png").read_bytes() == first
     (tmp_path / "file").write_text("x")
@@ -215,3 +233,24 @@ def test_sigint_keeps_finished_images_and_leaves_no_temp_files(tmp_path):
     assert len(doc["frames"]) >= 4 * len(doc["images"])
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".diffcli-tmp-")]
     assert not leftovers
+
+
+def test_default_output_folders_are_numbered_per_run(tmp_path):
+    args = ["unconditional", "-n", "2", "--steps", "2", "--json"]
+    first, second = invoke(*args), invoke(*args)
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    assert "Using the built-in preset 'digits'" not in first.stderr  # --json: stderr stays free of narration
+    docs = [json.loads(first.stdout), json.loads(second.stdout)]
+    assert [doc["output"] for doc in docs] == [os.path.join("outputs", "unconditional", "0001"),
+                                               os.path.join("outputs", "unconditional", "0002")]
+    for doc in docs:
+        assert [i["path"] for i in doc["images"]] == [os.path.join(doc["output"], "0000-s0.png"),
+                                                      os.path.join(doc["output"], "0001-s1.png")]
+        assert doc["grid"] == os.path.join(doc["output"], "grid.png") and os.path.isfile(doc["grid"])
+    assert (tmp_path / "outputs/unconditional/0001/0000-s0.png").read_bytes() == \
+        (tmp_path / "outputs/unconditional/0002/0000-s0.png").read_bytes()
+    human = invoke("txt2img", "seven", "-n", "1", "--steps", "2", "--no-grid")
+    assert human.exit_code == 0, human.output
+    assert human.stdout.splitlines() == [os.path.join("outputs", "txt2img", "0001", "0000-s0-seven.png")]
+    assert "Using the built-in preset 'digits-text'" in human.stderr
+    assert "wrote to " + os.path.join("outputs", "txt2img", "0001") in human.stderr

@@ -150,3 +150,16 @@ def test_cli_json_report_and_usage_errors(tmp_path):
     assert bad.exit_code == 2 and "show: expected one of" in bad.stderr
     bad = invoke("denoise-trace", "--preset", "digits-text")
     assert bad.exit_code == 2 and "--prompt" in bad.stderr
+
+
+def test_default_trace_is_digits_over_1000_ddpm_steps(tmp_path):
+    result = invoke("denoise-trace", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["preset"]["name"] == "digits-trace" and doc["preset"]["scheduler"] == "ddpm"
+    assert doc["output"] == str(Path("outputs", "denoise-trace", "0001"))
+    assert [(i["seed"], i["steps"]) for i in doc["images"]] == [(0, 1000)]
+    assert [f["step"] for f in doc["frames"]] == list(range(50, 1001, 50))
+    assert [Path(s["path"]).name for s in doc["sheets"]] == ["0000-s0-sheet.png"]
+    assert Image.open(doc["animations"][0]["path"]).n_frames == 20
+    assert doc["grid"] is None  # one image: no grid

@@ -1,12 +1,12 @@
-"""`diffcli gallery`: what the page holds, incremental rebuilds, untrusted files, errors, and the page
-itself driven in headless Chromium (Selenium + Debian's chromium and chromium-driver)."""
+"""`diffcli gallery`: what the page holds, incremental rebuilds, untrusted files, errors.
+
+The page itself is driven in headless Chromium by tests/test_gallery_browser.py, on the same `outputs` folder."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
-import time
 from html import escape
 from pathlib import Path
 
@@ -18,12 +18,6 @@ from diffcli.sinks.gallery_html import url
 from diffcli.sinks.gallery_read import read_image
 from diffcli.sinks.metadata import a1111_parameters, diffcli_chunk
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-BROWSER_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1280,900")
-INSTALL = ("install it with: apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; "
-           "pip install selenium (part of the dev extra: pip install -e '.[dev]')")
 XSS = "<script>window.__pwned = 1; alert(1)</script>"
 ATTR = "\" onmouseover=\"window.__pwned=2\" x='><img src=x onerror=\"window.__pwned=3\">"
 NEGATIVE = "</script><!-- blurry"
@@ -44,7 +38,8 @@ def png(path: Path, size: tuple[int, int] = (16, 16), color: str = "gray", promp
     texts = {"parameters": a1111_parameters(prompt, negative, fields), **(chunks or {})}
     if replay:
         texts["diffcli"] = diffcli_chunk({"task": "txt2img" if prompt else "unconditional",
-                                          "preset": {"model": "digits", "seed": seed, "steps": 20, "prompt": prompt}})
+                                          "preset": {"model": "digits", "seed": seed, "steps": 20, "prompt": prompt,
+                                                     "negative_prompt": negative}})
     for key, value in texts.items():
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +94,12 @@ def test_page_lists_every_image_with_its_metadata(outputs):
     assert "tmp-123" not in page and "notes.txt" not in page
     thumbs = list((outputs / GALLERY_DIR / "thumbs").iterdir())
     assert len(thumbs) == 1 and f'src=".gallery/thumbs/{thumbs[0].name}"' in page
+
+
+def test_exact_prompt_from_the_diffcli_chunk(tmp_path):
+    record = read_image(png(tmp_path / "x.png", prompt="line one\nline two", negative="no\nthanks"))
+    assert (record["prompt"], record["negative_prompt"]) == ("line one\nline two", "no\nthanks")
+    assert read_image(png(tmp_path / "y.png", prompt="line one\nline two", replay=False))["prompt"] == "line one line two"
 
 
 def test_read_image_fields(outputs):
@@ -187,8 +188,7 @@ def test_cli_json_and_errors(outputs, tmp_path):
     result = runner.invoke(app, ["gallery", str(outputs), "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["status"] == "ok" and document["images"] == CARDS
-    assert document["gallery"] == str(outputs / "index.html")
+    assert (document["status"], document["images"], document["gallery"]) == ("ok", CARDS, str(outputs / "index.html"))
     assert runner.invoke(app, ["gallery", str(outputs)]).stdout.strip() == str(outputs / "index.html")
     missing = runner.invoke(app, ["gallery", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "Error: folder not found" in missing.stderr
@@ -199,112 +199,3 @@ def test_cli_json_and_errors(outputs, tmp_path):
     failed = runner.invoke(app, ["gallery", str(blocked), "--json"])
     assert failed.exit_code == 4 and json.loads(failed.stdout)["error"]["exit_code"] == 4
     assert update_gallery(outputs) == outputs / "index.html"
-
-
-# ------------------------------------------------------------------ the page in a real browser
-
-
-def _browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail(f"the gallery browser test needs Selenium: {INSTALL}", pytrace=False)
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not Path(path).exists():
-            pytest.fail(f"the gallery browser test needs {path}: {INSTALL}", pytrace=False)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in BROWSER_ARGS:
-        options.add_argument(argument)
-    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-
-
-def _wait(condition, what: str, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-IMAGES = "return Array.from(arguments[0].querySelectorAll('img')).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
-
-
-def test_gallery_in_headless_chromium(outputs, tmp_path):
-    from selenium.common.exceptions import NoAlertPresentException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
-    build_gallery(outputs)
-    driver = _browser()
-    try:
-        driver.get((outputs / "index.html").as_uri())
-        body = driver.find_element(By.TAG_NAME, "body")
-        driver.execute_script("document.querySelectorAll('img').forEach(i => i.scrollIntoView())")
-        images = _wait(lambda: (lambda found: found if all(done for _, done, _ in found) else None)(
-            driver.execute_script(IMAGES, body)), "images to load")
-        assert len(images) == CARDS - 1  # the broken file is a card without <img>
-        assert all(width > 0 for _, _, width in images), images
-        cards = driver.find_elements(By.CSS_SELECTOR, ".card")
-        assert len(cards) == CARDS
-        driver.execute_script("window.scrollTo(0, 0)")
-        driver.save_screenshot(str(tmp_path / "gallery.png"))
-        assert (tmp_path / "gallery.png").stat().st_size > 10_000
-
-        # hostile prompts are shown as text and never run
-        with pytest.raises(NoAlertPresentException):
-            driver.switch_to.alert.text
-        assert driver.execute_script("return window.__pwned") is None
-        texts = [card.text for card in cards]
-        assert any(XSS in text for text in texts) and any(ATTR in text for text in texts)
-        assert driver.find_elements(By.CSS_SELECTOR, "img[src='x']") == []
-
-        # the filter hides the cards that do not match
-        box = driver.find_element(By.ID, "filter")
-        assert driver.find_element(By.CSS_SELECTOR, "label[for='filter']").text == "Filter"
-        for query, expected in (("circle", ["0000-s0.png"]), ("CAFÉ", [ODD_NAME]), ("euler", ["grid.png"]),
-                                ("ddim wide", ["big.png"]), ("", None)):
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(Keys.BACKSPACE)  # typed, so the page sees an input event (clear() sends none)
-            box.send_keys(query)
-            shown = [card.text for card in cards if card.is_displayed()]
-            if expected is None:
-                assert len(shown) == CARDS
-            else:
-                assert len(shown) == len(expected) and all(name in text for name, text in zip(expected, shown))
-                assert driver.find_element(By.ID, "count").text == f"{len(expected)} of {CARDS} shown"
-
-        # the replay command is copyable
-        copy = cards[0].find_element(By.CSS_SELECTOR, ".copy")
-        command = cards[0].find_element(By.CSS_SELECTOR, ".replay code").get_attribute("textContent")
-        assert command == "diffcli replay " + shlex.quote(str(outputs.resolve() / "0000-s0.png"))
-        copy.click()
-        _wait(lambda: copy.text == "Copied", "the copy button to confirm")
-
-        # keyboard: Tab reaches the first card, arrows move, Enter opens the viewer, Escape closes it
-        box.send_keys(Keys.TAB)
-        active = driver.switch_to.active_element
-        assert active == cards[0]
-        for _ in range(3):
-            driver.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
-        assert driver.switch_to.active_element == cards[3]  # 0003-s3.png, the traced image
-        driver.switch_to.active_element.send_keys(Keys.ENTER)
-        viewer = driver.find_element(By.ID, "viewer")
-        assert driver.execute_script("return arguments[0].open", viewer)
-        shown = _wait(lambda: (lambda found: found if all(done for _, done, _ in found) else None)(
-            driver.execute_script(IMAGES, viewer)), "viewer images")
-        assert [src for src, _, _ in shown] == ["0003-s3.png", "0003-s3-trace.gif", "0003-s3-sheet.png"]
-        assert all(width > 0 for _, _, width in shown)
-        assert driver.execute_script("return getComputedStyle(arguments[0].querySelector('img')).imageRendering",
-                                     viewer) == "pixelated"
-        driver.save_screenshot(str(tmp_path / "gallery-viewer.png"))
-        driver.switch_to.active_element.send_keys(Keys.ESCAPE)
-        _wait(lambda: not driver.execute_script("return arguments[0].open", viewer), "the viewer to close")
-        assert driver.switch_to.active_element == cards[3]
-        assert driver.execute_script("return window.__pwned") is None
-    finally:
-        driver.quit()
-    print(f"screenshots: {tmp_path / 'gallery.png'} {tmp_path / 'gallery-viewer.png'}")

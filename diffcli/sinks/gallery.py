@@ -23,7 +23,7 @@ from diffcli.sinks.gallery_read import read_image
 GALLERY_DIR = ".gallery"
 INDEX = "index.html"
 CACHE = "index.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bumped whenever what is read from a file changes
 IMAGE_SUFFIXES = frozenset({".png", ".gif", ".webp", ".jpg", ".jpeg"})
 THUMB_ABOVE = 384  # still images with a side larger than this get a thumbnail
 THUMB_BOX = (320, 320)

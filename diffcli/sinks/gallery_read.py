@@ -23,6 +23,7 @@ MAX_TEXT = 4000  # characters kept of one metadata value: the page stays bounded
 MAX_AXES, MAX_AXIS_VALUES = 8, 64
 A1111_FIELDS = {"Seed": "seed", "Steps": "steps", "Sampler": "scheduler", "CFG scale": "guidance", "Size": "size",
                 "Model": "model", "Version": "version"}
+EXACT = ("prompt", "negative_prompt")  # `parameters` folds their line breaks; the diffcli chunk keeps them
 PRESET_FIELDS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
                  "scheduler": "scheduler", "guidance_scale": "guidance", "model": "model"}
 
@@ -100,8 +101,8 @@ def _axes(grid: Any) -> list[dict[str, Any]]:
 def metadata(info: dict[str, Any]) -> dict[str, Any]:
     """Prompt, negative prompt, seed, steps, scheduler, guidance, size, model (all strings) and grid axes.
 
-    A1111 `parameters` first; the `diffcli` JSON chunk fills what it lacks. Both are untrusted:
-    anything missing or of the wrong type is left out.
+    A1111 `parameters` first; the `diffcli` JSON chunk fills what it lacks and gives the exact
+    prompts. Both are untrusted: anything missing or of the wrong type is left out.
     """
     out: dict[str, Any] = {}
     if isinstance(info.get(A1111_KEY), str):
@@ -112,7 +113,7 @@ def metadata(info: dict[str, Any]) -> dict[str, Any]:
         out["replayable"] = bool(preset)
         for key, name in PRESET_FIELDS.items():
             value = _scalar(preset.get(key))
-            if value and name not in out:
+            if value and (name not in out or name in EXACT):
                 out[name] = value
         width, height = _scalar(preset.get("width")), _scalar(preset.get("height"))
         if width and height and "size" not in out:

@@ -26,12 +26,29 @@ def test_compile_wraps_the_denoiser(tiny_sd):
     assert type(pipe.unet).__name__ == "OptimizedModule"
 
 
-def test_attention_backend(tiny_sd):
-    pipe = load(tiny_sd, attention_backend="native")
-    processors = pipe.unet.attn_processors
-    assert processors
-    with pytest.raises(PresetError, match="attention_backend: no-such-backend"):
-        load(tiny_sd, attention_backend="no-such-backend")
+def test_attention_backend_is_set_on_a_transformer():
+    import types
+
+    from diffusers import FluxTransformer2DModel
+
+    from diffcli.run.levers import apply_levers
+
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                         pooled_projection_dim=8, axes_dims_rope=(2, 2, 4))
+    pipe = types.SimpleNamespace(transformer=transformer)
+    processors = transformer.attn_processors.values()
+    assert processors and all(p._attention_backend is None for p in processors)
+    apply_levers(pipe, Preset(model="x", attention_backend="_native_math"), torch.device("cpu"))
+    assert {str(p._attention_backend) for p in transformer.attn_processors.values()} == {
+        "AttentionBackendName._NATIVE_MATH"}
+    with pytest.raises(PresetError, match="attention_backend: no-such-backend: .*must be one of"):
+        apply_levers(pipe, Preset(model="x", attention_backend="no-such-backend"), torch.device("cpu"))
+
+
+def test_attention_backend_refused_on_a_unet(tiny_sd):
+    with pytest.raises(PresetError, match="attention_backend: native: only transformer pipelines use it"):
+        load(tiny_sd, attention_backend="native")
 
 
 def test_cpu_offload_needs_an_accelerator(tiny_sd):

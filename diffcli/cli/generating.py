@@ -37,6 +37,8 @@ def human_lines(report: Any) -> list[str]:
     lines += [f"animation: {entry['path']}" for entry in data.get("animations", [])]
     if data.get("grid"):
         lines.append(f"grid: {data['grid']}")
+    if data.get("gallery"):
+        lines.append(f"gallery: {data['gallery']}")
     if data.get("frames"):
         lines.append(f"frames: {len(data['frames'])} in {Path(data['frames'][0]['path']).parent}")
     return lines
@@ -74,6 +76,10 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
                      "other prompts give a random digit")
     steps_note(preset, emitter)
     report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"])
+    if preset.gallery and report.extra.get("output"):
+        from diffcli.sinks.gallery import update_gallery
+
+        report.extra["gallery"] = str(update_gallery(Path(report.extra["output"])))
     emitter.document(report.to_dict(), human_lines(report))
     if not run["as_json"] and report.extra.get("output"):
         emitter.note(f"wrote to {report.extra['output']}")

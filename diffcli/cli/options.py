@@ -18,7 +18,7 @@ from typing_extensions import Annotated
 from diffcli.plan.keys import KEYS
 
 GENERATION_KEYS = ("model", "scheduler", "steps", "seed", "num_images", "batch_size", "device", "dtype", "every",
-                   "output", "grid", "offline", "allow_pickle", "threads")
+                   "output", "grid", "gallery", "offline", "allow_pickle", "threads")
 PROMPT_KEYS = ("negative_prompt", "guidance_scale", "width", "height")
 TRACE_KEYS = ("show", "animation", "frame_duration")
 

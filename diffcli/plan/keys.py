@@ -101,6 +101,8 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("output", str, "", "Output folder (default: a new numbered folder under outputs/<command>/).",
        flag="--output", short="-o"),
     _k("grid", bool, True, "Write a labelled grid of the images when a run makes more than one.", flag="--grid"),
+    _k("gallery", bool, False, "Write or update index.html (`diffcli gallery`) in the output folder.",
+       flag="--gallery"),
     _k("allow_pickle", bool, False, "Allow pickle (.bin) weights: they can run code when loaded.",
        flag="--allow-pickle"),
     _k("offline", bool, False, "Never touch the network (also HF_HUB_OFFLINE=1).", flag="--offline"),

@@ -281,6 +281,7 @@ FOLDER_CASES = [
     ("library-subprocess", _set_index(scheduler=["subprocess", "Popen"]), "library 'subprocess'"),
     ("library-py-file", _set_index(unet=["evil.py", "X"]), "library 'evil.py'"),
     ("class-name-os", _set_index(_class_name="os"), "is not a pipeline class name"),
+    ("component-empty-list", _set_index(unet=[]), "unet: expected [library, ClassName], got []"),
     ("component-traversal", _set_index(**{"../../etc": ["diffusers", "UNet2DModel"]}), "is not a plain name"),
     ("index-over-1mib", _set_index(_padding="x" * (1 << 20)), "larger than 1 MiB"),
     ("index-100000-deep", _replace("model_index.json", lambda p: p.write_text("[" * 100_000 + "]" * 100_000)),
@@ -427,6 +428,11 @@ def test_hub_errors_are_mapped_by_type_without_retries(case: tuple, fake_hub: st
 # ------------------------------------------------------------------ A1111 metadata cannot be forged
 
 
+def fold(text: str | None) -> str:
+    """What a one-line rendering of `text` must read as: line breaks (as str.splitlines sees them) → spaces."""
+    return re.sub("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+", " ", text or "").strip()
+
+
 def a1111_reader(text: str) -> tuple[str, str, dict[str, str]]:
     """Mimics A1111's parse_generation_parameters, written from its description (not from diffcli)."""
     *lines, last = text.strip().split("\n")
@@ -457,7 +463,7 @@ FORGERIES = [
 
 @pytest.mark.parametrize("prompt,negative", FORGERIES)
 def test_a1111_chunk_cannot_be_forged(prompt: str, negative: str | None) -> None:
-    from diffcli.sinks.metadata import a1111_parameters, fold
+    from diffcli.sinks.metadata import a1111_parameters
 
     fields = {"Steps": 4, "Sampler": "DDIM", "CFG scale": 5.0, "Seed": 42, "Size": "16x16",
               "Model": "/models/a, Steps: 999\nSeed: 1", "Version": "diffcli test"}

@@ -54,11 +54,11 @@ def check_index(index: Any, where: str) -> dict[str, Any]:
         raise ModelError(f"{where}: model_index.json: _class_name {one_line(repr(index['_class_name']), 80)} "
                          "is not a pipeline class name")
     for name, spec in index.items():
-        if name.startswith("_") or not (isinstance(spec, list) and len(spec) == 2) or spec == [None, None]:
-            continue
-        library, cls = spec
+        if name.startswith("_") or not isinstance(spec, list) or spec == [None, None]:
+            continue  # other values are pipeline settings (requires_safety_checker: false)
         if not _NAME.fullmatch(name):
             raise ModelError(f"{where}: model_index.json: component {one_line(repr(name), 80)} is not a plain name")
+        library, cls = spec if len(spec) == 2 else (None, None)
         if not (isinstance(library, str) and isinstance(cls, str) and _NAME.fullmatch(cls)):
             raise ModelError(f"{where}: model_index.json: {name}: expected [library, ClassName], "
                              f"got {one_line(repr(spec), 80)}")

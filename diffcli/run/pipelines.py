@@ -95,7 +95,7 @@ def read_model_index(model: str, preset: Preset, offline: bool) -> dict[str, Any
         index_path = local / "model_index.json"
         if not index_path.exists():
             raise ModelError(f"{shown}: not a diffusers pipeline folder (no model_index.json)")
-        data = check_index(read_json(index_path, "model_index.json"), escape_control(str(index_path)))
+        data = check_index(read_json(index_path, "model_index.json"), shown)
         check_component_configs(local, data)
         check_local_weights(local, data, preset.allow_pickle)
         return data

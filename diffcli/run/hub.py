@@ -38,26 +38,39 @@ def probe_timeout() -> float:
 
 def fetch_model_index(model: str, revision: str | None, offline: bool) -> Path:
     """The cached path of the hub model's `model_index.json` (downloaded when online); ModelError otherwise."""
+    return fetch_file(model, "model_index.json", revision, offline)
+
+
+def fetch_file(model: str, filename: str, revision: str | None, offline: bool, subfolder: str | None = None) -> Path:
+    """The cached path of one small file of a hub model (a config), fetched without retry loops.
+
+    Offline: the cache only, no request. Online: one HEAD request (no retries, `probe_timeout()`);
+    if the hub cannot be reached, a cached copy is used; otherwise the file is downloaded.
+    """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    def cached() -> Path:
+        return Path(hf_hub_download(model, filename, subfolder=subfolder, revision=revision, local_files_only=True))
 
     with warnings.catch_warnings():  # huggingface_hub's deprecation UserWarnings are not the user's business
         warnings.simplefilter("ignore")
         try:
             if offline:
-                return Path(hf_hub_download(model, "model_index.json", revision=revision, local_files_only=True))
+                return cached()
             try:  # one request, no retries: a dead network fails here in seconds
-                get_hf_file_metadata(hf_hub_url(model, "model_index.json", revision=revision),
+                get_hf_file_metadata(hf_hub_url(model, filename, subfolder=subfolder, revision=revision),
                                      timeout=probe_timeout())
             except Exception as err:  # noqa: BLE001 - network errors fall back to the cache, the rest are final
                 if not isinstance(err, network_errors()):
                     raise
                 try:
-                    return Path(hf_hub_download(model, "model_index.json", revision=revision, local_files_only=True))
+                    return cached()
                 except Exception:  # noqa: BLE001 - not cached either: report the network error
                     raise err from None
-            return Path(hf_hub_download(model, "model_index.json", revision=revision, etag_timeout=probe_timeout()))
+            return Path(hf_hub_download(model, filename, subfolder=subfolder, revision=revision,
+                                        etag_timeout=probe_timeout()))
         except Exception as err:  # noqa: BLE001 - mapped by type in hub_error
-            raise hub_error(model, err, offline) from None
+            raise hub_error(model, err, offline, f"{subfolder}/{filename}" if subfolder else filename) from None
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
@@ -82,7 +95,7 @@ def _causes(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def hub_error(model: str, err: BaseException, offline: bool) -> ModelError:
+def hub_error(model: str, err: BaseException, offline: bool, filename: str = "model_index.json") -> ModelError:
     """One-line ModelError for a huggingface_hub failure, chosen by exception type (and HTTP status)."""
     from huggingface_hub import errors as hub
 
@@ -111,8 +124,9 @@ def hub_error(model: str, err: BaseException, offline: bool) -> ModelError:
                           hint="check the network, or use a local folder / a cached model with --offline")
     remote_missing = getattr(hub, "RemoteEntryNotFoundError", hub.EntryNotFoundError)
     if any(isinstance(e, remote_missing) and not isinstance(e, hub.LocalEntryNotFoundError) for e in chain):
-        # a 404 for the file: the repo exists but is not a diffusers pipeline
-        return ModelError(f"'{shown}' has no model_index.json on the hub: not a diffusers pipeline")
+        # a 404 for the file: the repo exists but lacks it
+        what = ": not a diffusers pipeline" if filename == "model_index.json" else ""
+        return ModelError(f"'{shown}' has no {escape_control(filename)} on the hub{what}")
     status = next((getattr(getattr(e, "response", None), "status_code", None) for e in chain
                    if isinstance(e, hub.HfHubHTTPError)), None)
     if status in (401, 403):

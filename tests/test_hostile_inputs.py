@@ -220,6 +220,15 @@ def test_bare_extends_name_is_shipped_first_then_beside_the_file(tmp_path: Path)
     assert (preset.seed, preset.steps, Path(preset.model).name) == (6, 3, "digits")
 
 
+def test_set_text_keys_keep_yaml_like_text_but_other_keys_refuse_aliases() -> None:
+    from diffcli.plan.presets import parse_set
+
+    assert parse_set(["prompt=*bold* &cat [[[", "negative_prompt=&a *a"]) == {
+        "prompt": "*bold* &cat [[[", "negative_prompt": "&a *a"}
+    with pytest.raises(PresetError, match="--set scheduler_options: YAML anchors and aliases"):
+        parse_set(["scheduler_options=*a"])
+
+
 # ------------------------------------------------------------------ prompts files, in process
 
 

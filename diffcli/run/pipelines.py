@@ -131,7 +131,7 @@ def check_local_weights(folder: Path, index: dict[str, Any], allow_pickle: bool)
 
 def task_of(index: dict[str, Any]) -> str:
     """`txt2img` for pipelines with a text encoder, `unconditional` for unet+scheduler ones."""
-    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0]}
+    components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[0]}
     if any(name.startswith("text_encoder") or name == "transformer" for name in components):
         return "txt2img"
     if "unet" in components and components <= UNCONDITIONAL_COMPONENTS | {"vqvae", "vae"}:
@@ -204,7 +204,12 @@ def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline:
         raise ModelError(f"{preset.model}: unknown pipeline class '{class_name}' (diffusers {diffusers.__version__})",
                          hint="upgrade diffusers, or check model_index.json")
     try:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(preset.model, **kwargs)
+        import warnings
+
+        with warnings.catch_warnings():
+            if os.environ.get("DIFFCLI_DEBUG", "") in ("", "0"):
+                warnings.simplefilter("ignore")  # huggingface_hub deprecation warnings: one line means one line
+            pipe = diffusers.DiffusionPipeline.from_pretrained(preset.model, **kwargs)
     except Exception as err:  # noqa: BLE001 - map every loader failure to one message
         raise _load_error(preset, err, offline) from None
     return pipe

@@ -24,30 +24,18 @@ def model_name(model: str) -> str:
 
 
 def _config(model: str, subfolder: str, file_name: str, preset: Any, offline: bool) -> dict[str, Any]:
+    """One component config, local or from the hub (bounded reading, no retry loops)."""
+    from diffcli.plan.text import escape_control
+    from diffcli.run.hub import fetch_file
+    from diffcli.run.model_files import read_json
+
     local = Path(model).expanduser()
-    if local.is_dir():
-        import json
-
-        path = local / subfolder / file_name
-        try:
-            if path.stat().st_size > 1_000_000:
-                raise ModelError(f"{path}: config larger than 1 MB")
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-            raise ModelError(f"{path}: unreadable config: {type(err).__name__}") from None
-        if not isinstance(data, dict):
-            raise ModelError(f"{path}: config is not a JSON object")
-        return data
-    from diffusers import ConfigMixin
-
-    class _Reader(ConfigMixin):
-        config_name = file_name
-
-    try:
-        return dict(_Reader.load_config(model, subfolder=subfolder, revision=preset.revision,
-                                        local_files_only=offline))
-    except Exception as err:  # noqa: BLE001 - same failures as loading the pipeline itself
-        raise ModelError(f"'{model}': cannot read {subfolder}/{file_name}: {type(err).__name__}") from None
+    path = (local / subfolder / file_name if local.is_dir()
+            else fetch_file(model, file_name, preset.revision, offline, subfolder=subfolder))
+    data = read_json(path, f"{subfolder}/{file_name}")
+    if not isinstance(data, dict):
+        raise ModelError(f"{escape_control(str(path))}: config is not a JSON object")
+    return data
 
 
 def _int(config: dict[str, Any], key: str, default: int) -> int:

@@ -39,14 +39,17 @@ def test_two_processes_match_one(tiny_ddpm, tmp_path):
     assert single.returncode == 0, single.stderr
     assert double.returncode == 0, double.stderr
     one, two = images(tmp_path / "one"), images(tmp_path / "two")
-    assert list(one) == list(two) == [f"{i:04d}-s{10 + i}.png" for i in range(5)]
-    for name in one:
-        assert np.abs(one[name] - two[name]).max() <= 2
+    assert list(one) == list(two) == [f"{i:04d}-s{10 + i}.png" for i in range(5)] + ["grid.png"]
+    for name in list(one)[:-1]:
+        assert np.abs(one[name] - two[name]).max() <= 2, name
     assert sorted(p.name for p in (tmp_path / "two" / "frames").iterdir()) == \
         sorted(p.name for p in (tmp_path / "one" / "frames").iterdir())
     doc = json.loads(double.stdout)  # rank 0 alone prints: one document with every rank's images
     assert doc["processes"] == 2 and [i["seed"] for i in doc["images"]] == [10, 11, 12, 13, 14]
     assert len(doc["frames"]) == 5
+    assert doc["grid"] == str(tmp_path / "two" / "grid.png")
+    # the grid of a 2-process run shows all five images, like the single process's
+    assert one["grid.png"].shape == two["grid.png"].shape and np.abs(one["grid.png"] - two["grid.png"]).max() <= 2
 
 
 @pytest.mark.slow
@@ -58,7 +61,11 @@ def test_skip_existing_completes_only_missing_items(tiny_ddpm, tmp_path):
     again = launch(2, *common, "--skip-existing")
     assert again.returncode == 0, again.stderr
     doc = json.loads(again.stdout)
-    assert [i["seed"] for i in doc["images"]] == [2, 3] and len(doc["skipped"]) == 2
+    # every image is listed once, the kept ones marked existing; only the missing ones were made
+    assert [(i["seed"], i.get("existing", False)) for i in doc["images"]] == [(0, True), (1, True), (2, False),
+                                                                             (3, False)]
+    assert [s["seed"] for s in doc["skipped"]] == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "o").glob("0*.png")) == [f"{i:04d}-s{i}.png" for i in range(4)]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ Cases (medians over alternating repetitions; ratio = diffcli / baseline, lower i
   trace          denoise-trace --every 50 over 1000 steps vs the same generation without frames
   batch          images/s and peak RSS for --batch-size 1, 4, 16, 64 on the digits model (DDIM 50 steps)
   threads        1 vs 2 (vs all available) torch threads, same generation, separate processes
+diffcli writes no grid.png in any case (`grid: false` / --no-grid), so both sides write the same PNGs.
 Prints a table and writes bench/results/run.json.
 """
 
@@ -81,7 +82,7 @@ def case_uncond_process(reps: int, steps: int) -> dict:
 
     def ours() -> None:
         timed([sys.executable, "-m", "diffcli", "unconditional", "--model", str(DIGITS), "--scheduler", "ddpm",
-               "--steps", str(steps), "-n", "4", "-b", "4", "-o", str(tmp / "ours"), "--overwrite", "--quiet"])
+               "--steps", str(steps), "-n", "4", "-b", "4", "-o", str(tmp / "ours"), "--overwrite", "--no-grid", "--quiet"])
 
     def plain() -> None:
         timed([sys.executable, "-c", PLAIN_DDPM, str(DIGITS), "4", str(steps), str(tmp / "plain")])
@@ -93,20 +94,20 @@ def case_uncond_inproc(reps: int, steps: int) -> dict:
     import torch
     from diffusers import DDPMPipeline
 
-    from diffcli.run.commands import run_unconditional
-    from diffcli.run.generate import Options
-    from diffcli.run.pipelines import load_pipeline
     from diffcli.plan.presets import Preset
+    from diffcli.run.commands import run_generation
+    from diffcli.run.pipelines import load_pipeline
 
     tmp = Path(tempfile.mkdtemp())
+    # grid off: both sides write the same four PNGs
     preset = Preset(model=str(DIGITS), scheduler="ddpm", steps=steps, num_images=4, batch_size=4, device="cpu",
-                    output=str(tmp))
+                    output=str(tmp), grid=False)
     loaded = load_pipeline(preset, "unconditional")
     plain = DDPMPipeline.from_pretrained(DIGITS)
     plain.set_progress_bar_config(disable=True)
 
     def ours() -> None:
-        run_unconditional(preset, Options("bench", overwrite=True, quiet=True), loaded=loaded)
+        run_generation("unconditional", preset, "unconditional", policy="overwrite", loaded=loaded)
 
     def baseline() -> None:
         images = plain(batch_size=4, num_inference_steps=steps,
@@ -121,22 +122,21 @@ def case_txt2img(reps: int, steps: int) -> dict:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from diffcli.run.commands import run_txt2img
-    from diffcli.run.generate import Options
-    from diffcli.run.pipelines import load_pipeline
+    from diffcli.plan.items import PromptLine
     from diffcli.plan.presets import Preset
-    from diffcli.plan.prompts import PromptLine
+    from diffcli.run.commands import run_generation
+    from diffcli.run.pipelines import load_pipeline
 
     tmp = Path(tempfile.mkdtemp())
     preset = Preset(model=str(DIGITS_TEXT), steps=steps, num_images=4, batch_size=4, guidance_scale=4.0, device="cpu",
-                    output=str(tmp))
+                    output=str(tmp), grid=False)
     loaded = load_pipeline(preset, "txt2img")
     plain = StableDiffusionPipeline.from_pretrained(DIGITS_TEXT)
     plain.set_progress_bar_config(disable=True)
     prompt = "a handwritten digit 7"
 
     def ours() -> None:
-        run_txt2img(preset, Options("bench", overwrite=True, quiet=True), [PromptLine(prompt)], loaded=loaded)
+        run_generation("txt2img", preset, "txt2img", [PromptLine(prompt)], policy="overwrite", loaded=loaded)
 
     def baseline() -> None:
         images = plain([prompt] * 4, num_inference_steps=steps, guidance_scale=4.0,
@@ -148,23 +148,22 @@ def case_txt2img(reps: int, steps: int) -> dict:
 
 
 def case_trace(reps: int, steps: int) -> dict:
-    from diffcli.run.commands import run_trace, run_unconditional
-    from diffcli.run.generate import Options
-    from diffcli.run.pipelines import load_pipeline
     from diffcli.plan.presets import Preset
+    from diffcli.run.commands import run_generation
+    from diffcli.run.pipelines import load_pipeline
 
     tmp = Path(tempfile.mkdtemp())
     base = Preset(model=str(DIGITS), scheduler="ddpm", steps=steps, num_images=4, batch_size=4, device="cpu",
-                  output=str(tmp / "plain"))
+                  output=str(tmp / "plain"), grid=False)
     loaded = load_pipeline(base, "unconditional")
 
     traced = base.replace(every=50, output=str(tmp / "trace"))
 
     def trace() -> None:
-        run_trace(traced, Options("bench", overwrite=True, quiet=True, frames=True), loaded=loaded)
+        run_generation("denoise-trace", traced, "unconditional", policy="overwrite", loaded=loaded)
 
     def no_frames() -> None:
-        run_unconditional(base, Options("bench", overwrite=True, quiet=True), loaded=loaded)
+        run_generation("unconditional", base, "unconditional", policy="overwrite", loaded=loaded)
 
     return compare(reps, trace, no_frames, labels=("trace_s", "no_frames_s"))
 
@@ -176,7 +175,7 @@ def case_batch(sizes: list[int], images: int) -> dict:
     for size in sizes:
         count = max(images, size)
         command = [sys.executable, "-c", RSS_WRAPPER, "-m", "diffcli", "unconditional", "--preset", "digits",
-                   "-n", str(count), "-b", str(size), "-o", str(tmp / f"b{size}"), "--quiet", "--json"]
+                   "-n", str(count), "-b", str(size), "-o", str(tmp / f"b{size}"), "--no-grid", "--quiet", "--json"]
         result = subprocess.run(command, capture_output=True, text=True, env=ENV)
         if result.returncode != 0:
             raise SystemExit(result.stderr[-2000:])
@@ -209,7 +208,7 @@ def case_threads(reps: int) -> dict:
         for _ in range(reps):
             result = subprocess.run([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", "16",
                                      "-b", "16", "--threads", str(count), "-o", str(tmp / f"t{count}"), "--overwrite",
-                                     "--quiet", "--json"], capture_output=True, text=True, env=ENV)
+                                     "--no-grid", "--quiet", "--json"], capture_output=True, text=True, env=ENV)
             runs.append(json.loads(result.stdout)["timings"]["generate_s"])
         out[str(count)] = round(statistics.median(runs), 3)
     from diffcli.run.threads import default_threads

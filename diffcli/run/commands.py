@@ -23,7 +23,7 @@ def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | N
     return facts, items
 
 
-def build_sinks(command: str, preset: Any, count: int, quiet: bool) -> list[Any]:
+def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool = False) -> list[Any]:
     """Progress, images, and (as the run asks) frames, trace sheet/animation, and the grid."""
     from diffcli.sinks.frames import FrameSink
     from diffcli.sinks.grid import GridSink
@@ -39,7 +39,7 @@ def build_sinks(command: str, preset: Any, count: int, quiet: bool) -> list[Any]
                                listeners=[trace.on_frame] if trace is not None else None))
         if trace is not None:
             sinks.append(trace)
-    if preset.grid and count > 1:
+    if preset.grid and count > 1 and not ranks:  # under a launch rank 0 builds it after the gather
         sinks.append(GridSink())
     return sinks
 
@@ -50,5 +50,16 @@ def run_generation(command: str, preset: Any, wanted_task: str | None, lines: li
     """Plan (unless `planned`), then make the items; `loaded` reuses an already loaded pipeline."""
     facts, items = planned or plan_items(preset, wanted_task, lines)
     folder = OutputFolder(Path(preset.output) if preset.output else None, command, policy)
-    sinks = build_sinks(command, preset, len(items), quiet)
-    return execute(command, facts.task, preset.replace(task=facts.task), items, folder, sinks, facts.name, loaded)
+    from diffcli.run.ranks import current
+
+    ranks = current()
+    sinks = build_sinks(command, preset, len(items), quiet, ranks is not None)
+    report = execute(command, facts.task, preset.replace(task=facts.task), items, folder, sinks, facts.name, loaded)
+    if ranks is not None and ranks.is_main and preset.grid and len(items) > 1:
+        from diffcli.sinks.grid import grid_from_files
+
+        by_index = {item.index: item for item in items}
+        grid = grid_from_files(folder, [(by_index[e["index"]], e["path"]) for e in report.images])
+        if grid is not None:
+            report.entries["grid"] = [{"path": grid, "images": len(report.images)}]
+    return report

@@ -40,6 +40,26 @@ def compose(cells: list[tuple[str, Any]], columns: int | None = None) -> Any:
     return grid
 
 
+def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]]) -> str | None:
+    """The grid of a multi-process run, built on rank 0 from every rank's published images."""
+    from PIL import Image
+
+    from diffcli.sinks.folder import png_writer
+
+    sink = GridSink()
+    for item, path in entries:
+        try:
+            with Image.open(path) as image:
+                sink.add(item, image)
+        except OSError:
+            pass
+    if len(sink.cells) < 2:
+        return None
+    cells = [sink.cells[index] for index in sorted(sink.cells)]
+    path, _ = run_folder.publish(GRID_NAME, png_writer(compose(cells), None), final=False, summary=True)
+    return str(path)
+
+
 class GridSink:
     """Keeps a tile of each image; at the end writes `grid.png` when the run has more than one."""
 

@@ -254,3 +254,14 @@ def test_default_output_folders_are_numbered_per_run(tmp_path):
     assert human.stdout.splitlines() == [os.path.join("outputs", "txt2img", "0001", "0000-s0-seven.png")]
     assert "Using the built-in preset 'digits-text'" in human.stderr
     assert "wrote to " + os.path.join("outputs", "txt2img", "0001") in human.stderr
+
+
+@pytest.mark.parametrize("switch", [["--no-grid"], ["--set", "grid=false"]])
+def test_grid_can_be_turned_off(tiny_ddpm, tmp_path, switch):
+    args = ["unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "--json", "--quiet"]
+    off = invoke(*args, "-o", str(tmp_path / "off"), *switch)
+    assert off.exit_code == 0, off.output
+    assert json.loads(off.stdout)["grid"] is None and not (tmp_path / "off" / "grid.png").exists()
+    on = invoke(*args, "-o", str(tmp_path / "on"), "--grid", *(["--set", "grid=false"] if switch[0] == "--set" else []))
+    assert on.exit_code == 0, on.output  # the flag beats --set
+    assert json.loads(on.stdout)["grid"] == str(tmp_path / "on" / "grid.png")

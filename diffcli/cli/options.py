@@ -90,7 +90,7 @@ def with_keys(*keys: str, exact_frames: bool = False) -> Callable[[Callable[...,
         @functools.wraps(body)
         def wrapper(**kwargs: Any) -> Any:
             flags = {name: kwargs.pop(name) for name in keys}
-            flags = {k: v for k, v in flags.items() if v is not None and v is not False}
+            flags = {k: v for k, v in flags.items() if v is not None and (v is not False or KEYS[k].default is not False)}
             if kwargs.pop("exact_frames", False):
                 flags["frame_decode"] = "vae"
             run = {p.name: kwargs.pop(p.name) for p in RUN_PARAMETERS}

@@ -17,6 +17,7 @@ from diffcli.plan.items import MAX_ITEMS
 from diffcli.plan.keys import KEYS, TRUST_KEYS
 from diffcli.plan.text import escape_control
 
+DIFFCLI_KEY = "diffcli"  # the PNG text chunk holding the replay record
 MAX_PNG_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 8192 * 8192
 MAX_TEXT = 256 * 1024
@@ -37,8 +38,6 @@ class ReplayRecord:
 def read_record(image: Path) -> ReplayRecord:
     """The validated replay record of a diffcli PNG; exit 2 for anything else."""
     from PIL import Image, UnidentifiedImageError
-
-    from diffcli.sinks.metadata import DIFFCLI_KEY
 
     shown = escape_control(str(image))
     try:

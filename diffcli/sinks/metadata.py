@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 A1111_KEY = "parameters"
-DIFFCLI_KEY = "diffcli"
+from diffcli.plan.replay import DIFFCLI_KEY  # noqa: E402,F401  (the replay chunk, named where replay reads it)
 NEGATIVE_LABEL = "Negative prompt:"
 
 # Every character str.splitlines() breaks on, so no reader can split a folded value.

@@ -45,7 +45,10 @@ def test_unconditional_json_schema(tiny_ddpm, tmp_path):
 @pytest.mark.parametrize("args,code,message", [
     (["unconditional", "--preset", "nope-preset"], 2, "unknown preset 'nope-preset'"),
     (["unconditional", "--set", "stepz=4"], 2, "did you mean 'steps'"),
-    (["unconditional", "--steps", "0"], 2, "steps: expected an integer >= 1"),
+    (["unconditional", "--steps", "0"], 2, "--steps: expected an integer >= 1, got 0"),
+    (["unconditional", "--num-images", "0"], 2, "--num-images: expected an integer >= 1, got 0"),
+    (["unconditional", "-n", "0"], 2, "--num-images: expected an integer >= 1, got 0"),
+    (["unconditional", "--set", "num_images=0"], 2, "--set: num_images: expected an integer >= 1, got 0"),
     (["unconditional", "--scheduler", "eulr"], 2, "unknown scheduler 'eulr'"),
     (["unconditional", "--model", "./no/such/folder"], 3, "model folder not found"),
     (["unconditional", "--model", "bad id!!"], 3, "is neither an existing local folder nor a valid hub id"),

@@ -116,3 +116,16 @@ def test_any_mapping_either_validates_or_raises_preset_error(data):
         return
     assert isinstance(preset, Preset)
     assert set(data) <= set(KEYS)
+
+
+def test_preset_fields_follow_the_key_table():
+    import dataclasses
+
+    from diffcli.plan.keys import KEY_TABLE
+
+    assert [f.name for f in dataclasses.fields(Preset)] == [key.name for key in KEY_TABLE]
+    defaults = Preset(model="a/b").to_dict()
+    assert all(defaults[key.name] == key.default for key in KEY_TABLE if key.name != "model")
+    assert Preset(model="a/b").replace(steps=7).steps == 7
+    with pytest.raises(PresetError, match="steps: expected an integer >= 1, got 0"):
+        Preset(model="a/b").replace(steps=0)

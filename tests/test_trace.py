@@ -145,9 +145,9 @@ def test_cli_json_report_and_usage_errors(tmp_path):
     assert all({"path", "step", "timestep", "image_index", "kind"} <= set(f) for f in doc["frames"])
     assert doc["sheets"][0]["path"].endswith("-sheet.png") and doc["animations"][0]["path"].endswith(".gif")
     bad = invoke("denoise-trace", "--every", "0")
-    assert bad.exit_code == 2 and "every: expected an integer >= 1" in bad.stderr
+    assert bad.exit_code == 2 and "Error: --every: expected an integer >= 1, got 0" in bad.stderr
     bad = invoke("denoise-trace", "--show", "noise")
-    assert bad.exit_code == 2 and "show: expected one of" in bad.stderr
+    assert bad.exit_code == 2 and "Error: --show: expected one of x_t, x0, both" in bad.stderr
     bad = invoke("denoise-trace", "--preset", "digits-text")
     assert bad.exit_code == 2 and "--prompt" in bad.stderr
 

@@ -49,7 +49,7 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
     """Resolve, tell the user what a fallback means, run, and emit the report."""
     from diffcli.plan.items import PromptLine
     from diffcli.plan.presets import resolve
-    from diffcli.run.commands import run_generation
+    from diffcli.run.commands import plan_items, run_generation
 
     policy = policy_of(run)
     if prompt is not None and not prompt.strip():
@@ -60,10 +60,6 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
         flags = {**flags, "prompt": prompt}
     resolved = resolve(run["preset"], default_preset, run["sets"], flags)
     preset = resolved.preset
-    if resolved.default_used:
-        emitter.note(f"Using the built-in preset '{resolved.default_used}' "
-                     f"({BUILTIN_NOTES.get(resolved.default_used, 'shipped with diffcli')}); "
-                     "for real pictures pick a model, e.g. --preset sd15 (`diffcli presets` lists them).")
     lines = None
     if prompts_file is not None:
         from diffcli.plan.prompts import read_prompts_file
@@ -74,8 +70,14 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
     if preset.name == "digits-text" and lines and not all(DIGIT_WORDS.search(line.prompt) for line in lines):
         emitter.warn("digits-text only understands digits (\"a handwritten digit 7\", \"seven\"); "
                      "other prompts give a random digit")
+    planned = plan_items(preset, wanted, lines)  # usage and model errors come before any narration
+    if resolved.default_used:
+        emitter.note(f"Using the built-in preset '{resolved.default_used}' "
+                     f"({BUILTIN_NOTES.get(resolved.default_used, 'shipped with diffcli')}); "
+                     "for real pictures pick a model, e.g. --preset sd15 (`diffcli presets` lists them).")
     steps_note(preset, emitter)
-    report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"])
+    report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"],
+                            planned=planned)
     if preset.gallery and report.extra.get("output"):
         from diffcli.sinks.gallery import update_gallery
 

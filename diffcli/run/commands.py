@@ -17,6 +17,8 @@ def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | N
     from diffcli.run.schedulers import check_schedule
 
     facts, scheduler_config = probe_model(preset, wanted_task)
+    if lines is None and facts.task == "txt2img" and preset.prompt is not None and preset.prompt.strip():
+        lines = [PromptLine(prompt=preset.prompt.strip())]
     items = build_items(preset, facts, lines, first_index, first_prompt_index)
     check_frames_supported(facts, preset.every)
     check_schedule(scheduler_config, preset.scheduler, dict(preset.scheduler_options), {item.steps for item in items})

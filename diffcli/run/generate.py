@@ -77,9 +77,7 @@ def execute(command: str, task: str, preset: Any, items: list[Item], folder: Out
         if ranks is not None:
             todo = _rank_share(ranks, folder, todo)
             preset = preset.replace(device=device_for_rank(preset.device))
-        if todo or folder.peek() is not None:
-            if todo:
-                folder.root  # made now (numbered when automatic), so every sink writes into one place
+        if folder.peek() is not None:
             folder.cleanup_stale()
         failure = None
         try:
@@ -135,6 +133,7 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     if loaded is None:
         loaded = load_pipeline(preset, task)
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
+    folder.root  # made now, after loading (numbered when automatic): a failed load leaves no empty folder
     report.extra.update(device=str(loaded.device), dtype=str(loaded.dtype).replace("torch.", ""))
     run = RunInfo(command=command, task=task, preset=preset, folder=folder, total=len(todo), pipe=loaded.pipe,
                   model_name=model_name, latent=task == "txt2img" or getattr(loaded.pipe, "vqvae", None) is not None,

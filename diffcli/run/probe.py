@@ -60,6 +60,11 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
         raise ModelError(f"'{preset.model}' is a {class_name} ({task} model), not a {wanted} model", hint=hint)
     if task not in COMMANDS:
         raise ModelError(f"'{preset.model}' is a {class_name}, which diffcli cannot run")
+    import diffusers
+
+    if not isinstance(getattr(diffusers, class_name, None), type):
+        raise ModelError(f"{preset.model}: unknown pipeline class '{class_name}' (diffusers {diffusers.__version__})",
+                         hint="upgrade diffusers, or check model_index.json")
     components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]}
     denoiser_name = "unet" if "unet" in components else "transformer"
     denoiser = _config(preset.model, denoiser_name, "config.json", preset, offline)

@@ -61,9 +61,19 @@ def current() -> Ranks | None:
 
         # Without cpu=True, PartialState on a CPU-only host silently runs every rank as a lone process.
         state = PartialState(cpu=not torch.cuda.is_available())
+        import atexit
+
+        atexit.register(_destroy_process_group)  # else gloo's threads die in interpreter shutdown (SIGABRT)
         ranks = Ranks(state, state.process_index, state.num_processes)
     _current.append(ranks)
     return ranks
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:

@@ -1,0 +1,78 @@
+"""Thread defaults on a shared CPU: generation time per candidate, idle and beside one CPU-bound process.
+
+Each case is a fresh `diffcli txt2img` process (thread settings must be in place before torch
+loads) on the built-in digits-text model; the generation time comes from its --json timings.
+Cases alternate, medians of --repeats. Run it on an otherwise idle machine:
+
+    python bench/threads.py [--repeats 3] [--json-out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CANDIDATES = {
+    "threads=cores, OpenMP active wait (0.1.0 default)": {"threads": None, "env": {"OMP_WAIT_POLICY": "ACTIVE"}},
+    "threads=cores, OpenMP passive wait": {"threads": None, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    "threads=1": {"threads": 1, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+}
+
+
+def one_run(threads: int | None, env: dict[str, str], out: Path) -> float:
+    """Generation seconds of one diffcli process."""
+    args = [sys.executable, "-m", "diffcli", "txt2img", "a handwritten digit 7", "--preset", "digits-text",
+            "-n", "8", "-b", "8", "--steps", "50", "--no-grid", "--overwrite", "-q", "--json", "-o", str(out)]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    full_env.update(env, PYTHONPATH=str(REPO))
+    result = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=900, check=True)
+    return float(json.loads(result.stdout)["timings"]["generate_s"])
+
+
+def measure(repeats: int, contended: bool) -> dict[str, float]:
+    """Median generation seconds per candidate, optionally beside one busy-looping process."""
+    busy = None
+    if contended:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+    samples: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(repeats):
+                for name, case in CANDIDATES.items():  # alternate the candidates
+                    samples[name].append(one_run(case["threads"], case["env"], Path(tmp)))
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json-out", type=Path)
+    options = parser.parse_args()
+    results = {"idle": measure(options.repeats, False), "one busy process": measure(options.repeats, True)}
+    base_idle = min(results["idle"].values())
+    one_busy = results["one busy process"]["threads=1"]
+    print(f"{'candidate':<52} {'idle s':>8} {'vs best':>8} {'busy s':>8} {'vs threads=1':>13}")
+    for name in CANDIDATES:
+        idle, busy = results["idle"][name], results["one busy process"][name]
+        print(f"{name:<52} {idle:8.2f} {idle / base_idle:8.2f} {busy:8.2f} {busy / one_busy:13.2f}")
+    if options.json_out:
+        options.json_out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

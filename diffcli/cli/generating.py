@@ -67,14 +67,14 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
         lines = read_prompts_file(prompts_file)
     elif preset.prompt is not None and preset.prompt.strip():
         lines = [PromptLine(prompt=preset.prompt.strip())]
-    if preset.name == "digits-text" and lines and not all(DIGIT_WORDS.search(line.prompt) for line in lines):
-        emitter.warn("digits-text only understands digits (\"a handwritten digit 7\", \"seven\"); "
-                     "other prompts give a random digit")
     planned = plan_items(preset, wanted, lines)  # usage and model errors come before any narration
     if resolved.default_used:
         emitter.note(f"Using the built-in preset '{resolved.default_used}' "
                      f"({BUILTIN_NOTES.get(resolved.default_used, 'shipped with diffcli')}); "
                      "for real pictures pick a model, e.g. --preset sd15 (`diffcli presets` lists them).")
+    if preset.name == "digits-text" and lines and not all(DIGIT_WORDS.search(line.prompt) for line in lines):
+        emitter.warn("digits-text only understands digits (\"a handwritten digit 7\", \"seven\"); "
+                     "other prompts give a random digit")
     steps_note(preset, emitter)
     report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"],
                             planned=planned)

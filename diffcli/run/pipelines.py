@@ -146,7 +146,8 @@ def check_task(index: dict[str, Any], wanted: str, model: str) -> None:
         cls = index.get("_class_name")
         commands = {"txt2img": "diffcli txt2img", "unconditional": "diffcli unconditional"}
         hint = f"use {commands[actual]}" if actual in commands else None
-        raise ModelError(f"'{model}' is a {cls} ({actual} model), not a {wanted} model", hint=hint)
+        article = "an" if wanted[:1] in "aeiou" else "a"
+        raise ModelError(f"'{model}' is a {cls} ({actual} model), not {article} {wanted} model", hint=hint)
 
 
 def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:

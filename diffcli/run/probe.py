@@ -47,7 +47,8 @@ def _int(config: dict[str, Any], key: str, default: int) -> int:
 
 def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, Any]]:
     """(facts, the model's scheduler config); refuses a model of the wrong task before loading."""
-    from diffcli.run.pipelines import apply_offline, is_offline, quiet_libraries, read_model_index, task_of
+    from diffcli.run.pipelines import (apply_offline, check_task, is_offline, quiet_libraries, read_model_index,
+                                        task_of)
 
     offline = is_offline(preset)
     apply_offline(offline)
@@ -55,9 +56,8 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
     index = read_model_index(preset.model, preset, offline)
     task = task_of(index)
     class_name = str(index.get("_class_name", "?"))
-    if wanted is not None and task != wanted:
-        hint = f"use {COMMANDS[task]}" if task in COMMANDS else None
-        raise ModelError(f"'{preset.model}' is a {class_name} ({task} model), not a {wanted} model", hint=hint)
+    if wanted is not None:
+        check_task(index, wanted, preset.model)
     if task not in COMMANDS:
         raise ModelError(f"'{preset.model}' is a {class_name}, which diffcli cannot run")
     import diffusers

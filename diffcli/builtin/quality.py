@@ -1,6 +1,7 @@
 """Quality of the built-in digit models, judged by `judge` (fitted on digits the generators never saw).
 
-Used by `bench/quality.py` and the slow tests; samples through the same code paths as the CLI.
+Used by `bench/quality.py` and the slow tests. Models load with the CLI's loader; `digits` samples with
+the CLI's own loop, `digits-text` calls the pipeline with the CLI's per-image generators.
 Needs scikit-learn.
 """
 

@@ -238,7 +238,7 @@ def train_digits_text(config: TrainConfig) -> dict[str, Any]:
 
 
 def _save(pipe: Any, config: TrainConfig) -> None:
-    """Write the pipeline folder atomically (temp folder, then rename)."""
+    """Write the pipeline folder beside the target, then swap it in with two renames (old → aside, new → in)."""
     tmp = config.output.with_name(f".{config.output.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)

@@ -11,7 +11,7 @@ from typing_extensions import Annotated
 
 from diffcli.cli.boundary import guarded
 from diffcli.cli.emit import Emitter
-from diffcli.cli.options import GENERATION_KEYS, PROMPT_KEYS, TRACE_KEYS, PromptsFileOpt, with_keys
+from diffcli.cli.options import GENERATION_KEYS, PROMPT_KEYS, TRACE_KEYS, PromptsFileOpt, VaryOpt, with_keys
 from diffcli.errors import UsageError
 
 BUILTIN_NOTES = {
@@ -45,13 +45,16 @@ def human_lines(report: Any) -> list[str]:
 
 
 def generate(command: str, default_preset: str, wanted: str | None, flags: dict[str, Any], run: dict[str, Any],
-             emitter: Emitter, prompt: str | None = None, prompts_file: Path | None = None) -> None:
+             emitter: Emitter, prompt: str | None = None, prompts_file: Path | None = None,
+             vary: list[str] | None = None) -> None:
     """Resolve, tell the user what a fallback means, run, and emit the report."""
     from diffcli.plan.items import PromptLine
     from diffcli.plan.presets import resolve
+    from diffcli.plan.vary import parse_vary
     from diffcli.run.commands import plan_items, run_generation
 
     policy = policy_of(run)
+    axes = parse_vary(vary or [])
     if prompt is not None and not prompt.strip():
         raise UsageError("the prompt is empty or only whitespace")
     if prompt is not None and prompts_file is not None:
@@ -67,7 +70,7 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
         lines = read_prompts_file(prompts_file)
     elif preset.prompt is not None and preset.prompt.strip():
         lines = [PromptLine(prompt=preset.prompt.strip())]
-    planned = plan_items(preset, wanted, lines)  # usage and model errors come before any narration
+    planned = plan_items(preset, wanted, lines, axes=axes)  # usage and model errors come before any narration
     if resolved.default_used:
         emitter.note(f"Using the built-in preset '{resolved.default_used}' "
                      f"({BUILTIN_NOTES.get(resolved.default_used, 'shipped with diffcli')}); "
@@ -99,7 +102,7 @@ def register(app: typer.Typer) -> None:
     @app.command("unconditional")
     @with_keys(*GENERATION_KEYS, "show")
     @guarded
-    def unconditional(*, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter) -> None:
+    def unconditional(vary: VaryOpt = None, *, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter) -> None:
         """Generate images with an unconditional (DDPM-style) model.
 
         Without --preset or --model this uses the built-in `digits` model (16x16 handwritten digits).
@@ -112,14 +115,15 @@ def register(app: typer.Typer) -> None:
 
           diffcli unconditional --preset my.yaml --set steps=25 --every 5 --json
         """
-        generate("unconditional", "digits", "unconditional", flags, run, emitter)
+        generate("unconditional", "digits", "unconditional", flags, run, emitter, vary=vary)
 
     @app.command("txt2img")
     @with_keys(*PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
     @guarded
     def txt2img(
         prompt: Annotated[Optional[str], typer.Argument(help="The prompt (or use --prompts-file).")] = None,
-        prompts_file: PromptsFileOpt = None, *, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter,
+        prompts_file: PromptsFileOpt = None, vary: VaryOpt = None, *, flags: dict[str, Any], run: dict[str, Any],
+        emitter: Emitter,
     ) -> None:
         """Generate images from a text prompt with a Stable Diffusion-family pipeline.
 
@@ -134,7 +138,7 @@ def register(app: typer.Typer) -> None:
 
           diffcli txt2img --prompts-file prompts.jsonl --preset sdxl --output out/
         """
-        generate("txt2img", "digits-text", "txt2img", flags, run, emitter, prompt, prompts_file)
+        generate("txt2img", "digits-text", "txt2img", flags, run, emitter, prompt, prompts_file, vary)
 
     @app.command("denoise-trace")
     @with_keys(*TRACE_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, exact_frames=True)

@@ -106,3 +106,8 @@ def with_keys(*keys: str, exact_frames: bool = False) -> Callable[[Callable[...,
 
 PromptsFileOpt = Annotated[Optional[Path], typer.Option(
     "--prompts-file", "-f", help="Text (one prompt per line) or JSONL file; checked whole before loading.")]
+VaryOpt = Annotated[Optional[List[str]], typer.Option(
+    "--vary", metavar="KEY=V1,V2,...",
+    help="Compare values: every combination with the same seeds, one labelled grid (repeatable: rows, columns, "
+         "one grid per value). Keys: scheduler, steps, guidance_scale, seed, prompt, negative_prompt, width, "
+         "height, scheduler_options.NAME; quote a value that has a comma.")]

@@ -6,6 +6,7 @@ decided once, here. No torch.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class ModelFacts:
     size_multiple: int  # requested sizes must be multiples of this
     fixed_size: bool    # unconditional models make one size only
     name: str           # what the metadata's `Model:` field records
+    scheduler_config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the model's own
 
 
 @dataclass(frozen=True)
@@ -54,17 +56,41 @@ class Item:
     width: int
     height: int
     task: str
+    scheduler: str = ""                                 # short name; "" keeps the model's own scheduler
+    scheduler_options: tuple[tuple[str, str], ...] = ()  # (option, JSON value) pairs
+    cell: tuple[tuple[str, str], ...] = ()               # --vary runs: (key, JSON value) of this image's cell
 
     @property
     def stem(self) -> str:
-        """`0000-s7` (unconditional) or `0003-s42-a-cat-playing-bass` (prompt index, seed, slug)."""
+        """`0000-s7` (unconditional) or `0003-s42-a-cat-playing-bass` (prompt index, seed, slug).
+
+        A `--vary` cell is named by its item index, then its values: `0004-euler-10-s0-a-digit-7`.
+        """
+        if self.cell:
+            from diffcli.plan.vary import cell_stem
+
+            return cell_stem(self)
         if self.task == "txt2img":
             return f"{self.prompt_index:04d}-s{self.seed}-{slugify(self.prompt)}"
         return f"{self.index:04d}-s{self.seed}"
 
     def batch_key(self) -> tuple:
         """Items with equal keys can share one forward pass."""
-        return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "")
+        return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "",
+                self.scheduler, self.scheduler_options)
+
+    def options(self) -> dict[str, Any]:
+        """The scheduler options as a mapping."""
+        return {name: json.loads(value) for name, value in self.scheduler_options}
+
+    def cell_values(self) -> dict[str, Any]:
+        """The `--vary` keys and this image's values (empty outside a `--vary` run)."""
+        return {key: json.loads(value) for key, value in self.cell}
+
+
+def frozen_options(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Scheduler options as hashable (option, JSON value) pairs, sorted by option."""
+    return tuple((name, json.dumps(value, sort_keys=True)) for name, value in sorted(options.items()))
 
 
 def slugify(text: str, max_length: int = MAX_SLUG) -> str:
@@ -112,6 +138,7 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
                 index=first_index + len(items), seed=seed + offset, prompt_index=first_prompt_index + prompt_index,
                 prompt=line.prompt, negative_prompt=values["negative_prompt"] or "", steps=values["steps"],
                 guidance_scale=values["guidance_scale"], width=width, height=height, task=task,
+                scheduler=preset.scheduler or "", scheduler_options=frozen_options(dict(preset.scheduler_options)),
             ))
     return items
 

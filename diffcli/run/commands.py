@@ -11,21 +11,31 @@ from diffcli.sinks.folder import OutputFolder
 
 
 def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | None,
-               first_index: int = 0, first_prompt_index: int = 0) -> tuple[ModelFacts, list[Item]]:
-    """Read the model's configs (no weights), resolve every item, and check the schedule it needs."""
+               first_index: int = 0, first_prompt_index: int = 0, axes: Any = ()) -> tuple[ModelFacts, list[Item]]:
+    """Read the model's configs (no weights), resolve every item (every `--vary` cell), and check each
+    schedule they need."""
+    import dataclasses
+
+    from diffcli.plan.vary import expand, schedules
     from diffcli.run.probe import check_frames_supported, probe_model
     from diffcli.run.schedulers import check_schedule
 
     facts, scheduler_config = probe_model(preset, wanted_task)
     if lines is None and facts.task == "txt2img" and preset.prompt is not None and preset.prompt.strip():
         lines = [PromptLine(prompt=preset.prompt.strip())]
-    items = build_items(preset, facts, lines, first_index, first_prompt_index)
+    facts = dataclasses.replace(facts, scheduler_config=scheduler_config)
+    if axes:
+        items = expand(preset, facts, lines, list(axes), first_index)
+    else:
+        items = build_items(preset, facts, lines, first_index, first_prompt_index)
     check_frames_supported(facts, preset.every)
-    check_schedule(scheduler_config, preset.scheduler, dict(preset.scheduler_options), {item.steps for item in items})
+    for name, options, steps in schedules(items):
+        check_schedule(scheduler_config, name, options, steps)
     return facts, items
 
 
-def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool = False) -> list[Any]:
+def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool = False,
+                vary_items: list[Item] | None = None) -> list[Any]:
     """Progress, images, and (as the run asks) frames, trace sheet/animation, and the grid."""
     from diffcli.sinks.frames import FrameSink
     from diffcli.sinks.grid import GridSink
@@ -41,7 +51,11 @@ def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool 
                                listeners=[trace.on_frame] if trace is not None else None))
         if trace is not None:
             sinks.append(trace)
-    if preset.grid and count > 1 and not ranks:  # under a launch rank 0 builds it after the gather
+    if preset.grid and vary_items and not ranks:  # --vary: labelled axes instead of the overview
+        from diffcli.sinks.axes import AxesGridSink
+
+        sinks.append(AxesGridSink(vary_items))
+    elif preset.grid and count > 1 and not ranks:  # under a launch rank 0 builds it after the gather
         sinks.append(GridSink())
     return sinks
 
@@ -55,9 +69,15 @@ def run_generation(command: str, preset: Any, wanted_task: str | None, lines: li
     from diffcli.run.ranks import current
 
     ranks = current()
-    sinks = build_sinks(command, preset, len(items), quiet, ranks is not None)
-    report = execute(command, facts.task, preset.replace(task=facts.task), items, folder, sinks, facts.name, loaded)
-    if ranks is not None and ranks.is_main and preset.grid and len(items) > 1:
+    vary = bool(items and items[0].cell)
+    sinks = build_sinks(command, preset, len(items), quiet, ranks is not None, items if vary else None)
+    report = execute(command, facts.task, preset.replace(task=facts.task), items, folder, sinks, facts.name, loaded,
+                     scheduler_config=facts.scheduler_config)
+    if ranks is not None and ranks.is_main and preset.grid and vary:
+        from diffcli.sinks.axes import grids_from_files
+
+        report.entries["grid"] = grids_from_files(folder, items, {e["index"]: e["path"] for e in report.images})
+    elif ranks is not None and ranks.is_main and preset.grid and len(items) > 1:
         from diffcli.sinks.grid import grid_from_files
 
         by_index = {item.index: item for item in items}

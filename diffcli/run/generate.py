@@ -37,6 +37,8 @@ class Report:
                 data[key] = self.entries.get(key, [])
         grid = self.entries.get("grid")
         data["grid"] = grid[0]["path"] if grid else None
+        if grid and any("axes" in entry for entry in grid):  # --vary: every grid with its axes
+            data["grids"] = grid
         data.update(preset=self.preset, timings=self.timings, **self.extra)
         return data
 
@@ -59,7 +61,7 @@ def split_done(items: list[Item], folder: OutputFolder, report: Report) -> list[
 
 
 def execute(command: str, task: str, preset: Any, items: list[Item], folder: OutputFolder, sinks: list[Any],
-            model_name: str, loaded: Any = None) -> Report:
+            model_name: str, loaded: Any = None, scheduler_config: dict[str, Any] | None = None) -> Report:
     """Make the items that are not done yet and return the report.
 
     Under a multi-process launch each rank makes its share and every rank gets the combined
@@ -83,7 +85,8 @@ def execute(command: str, task: str, preset: Any, items: list[Item], folder: Out
         try:
             if todo:
                 existing = [(item, str(folder.path_of(f"{item.stem}.png"))) for item in items if item not in todo]
-                _generate(command, task, preset, todo, folder, sinks, model_name, loaded, report, started, existing)
+                _generate(command, task, preset, todo, folder, sinks, model_name, loaded, report, started, existing,
+                          scheduler_config)
         except (KeyboardInterrupt, Interrupted):
             raise
         except Exception as err:  # noqa: BLE001 - under a launch, reported to every rank below
@@ -121,7 +124,7 @@ def _rank_share(ranks: Any, folder: OutputFolder, todo: list[Item]) -> list[Item
 
 def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: OutputFolder, sinks: list[Any],
               model_name: str, loaded: Any, report: Report, started: float,
-              existing: list[tuple[Item, str]]) -> None:
+              existing: list[tuple[Item, str]], scheduler_config: dict[str, Any] | None = None) -> None:
     """Load, then sample batch by batch through the sinks, filling `report` as files land."""
     import torch
 
@@ -138,6 +141,9 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     run = RunInfo(command=command, task=task, preset=preset, folder=folder, total=len(todo), pipe=loaded.pipe,
                   model_name=model_name, latent=task == "txt2img" or getattr(loaded.pipe, "vqvae", None) is not None,
                   existing=existing)
+    from diffcli.run.switch import SchedulerSwitch
+
+    switch = SchedulerSwitch(loaded.pipe, preset, scheduler_config)
     fan = Sinks(sinks)
     fan.start(run)
     want_x0 = any(getattr(sink, "kinds", ()) and "x0" in sink.kinds for sink in sinks)
@@ -145,6 +151,7 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     completed = False
     try:
         for batch in batches(todo, preset.batch_size):
+            switch.use(batch[0])  # a --vary cell's scheduler, built with from_config (no reload)
             generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
             images = sample_batch(loaded.pipe, task, batch, generators,
                                   lambda step, batch=batch: fan.on_step(batch, step), want_x0)
@@ -154,6 +161,7 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
         completed = True
     finally:
         try:
+            switch.restore()
             _merge(report, fan.close(completed))
         finally:
             report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)

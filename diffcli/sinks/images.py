@@ -22,6 +22,8 @@ def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]
     if item.task == "txt2img":
         entry.update(prompt=item.prompt, negative_prompt=item.negative_prompt, prompt_index=item.prompt_index,
                      guidance_scale=item.guidance_scale)
+    if item.cell:
+        entry["cell"] = item.cell_values()
     if existing:
         entry["existing"] = True
     return entry
@@ -33,7 +35,9 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
 
     scheduler = run.pipe.scheduler
     preset = {key: getattr(run.preset, key) for key in RECORDED_KEYS}
-    preset["scheduler"] = run.preset.scheduler or name_for(scheduler)
+    preset["scheduler"] = item.scheduler or run.preset.scheduler or name_for(scheduler)
+    if item.cell:  # a --vary cell records its own scheduler options
+        preset["scheduler_options"] = item.options()
     preset.update(seed=item.seed, steps=item.steps, width=item.width, height=item.height, num_images=1)
     if item.task == "txt2img":
         preset.update(prompt=item.prompt, negative_prompt=item.negative_prompt, guidance_scale=item.guidance_scale)

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         """
         from diffcli.cli.generating import human_lines, policy_of
         from diffcli.plan.presets import build_preset, parse_set, validate_layer
-        from diffcli.plan.replay import read_record, replay_layers
+        from diffcli.plan.replay import check_init_image, read_record, replay_layers
         from diffcli.run.commands import plan_items, run_generation
 
         policy = policy_of({"overwrite": overwrite, "skip_existing": skip_existing})
@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
         flags: dict[str, Any] = {"output": output, "device": device, "threads": threads, "offline": offline,
                                  "allow_pickle": allow_pickle}
         flags = validate_layer({k: v for k, v in flags.items() if v is not None}, "flag", label_flags=True)
-        values = replay_layers(record, parse_set(sets or []), flags)
+        user_sets = parse_set(sets or [])
+        check_init_image(record, user_sets)
+        values = replay_layers(record, user_sets, flags)
         preset = build_preset(values, f"{image} (diffcli metadata)")
         emitter.note(f"replaying {record.task} with model {preset.model}")
         lines = None

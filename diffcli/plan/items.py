@@ -59,6 +59,14 @@ class Item:
     scheduler: str = ""                                 # short name; "" keeps the model's own scheduler
     scheduler_options: tuple[tuple[str, str], ...] = ()  # (option, JSON value) pairs
     cell: tuple[tuple[str, str], ...] = ()               # --vary runs: (key, JSON value) of this image's cell
+    strength: float | None = None                       # img2img: how much of the init image is redrawn
+    init_image: str = ""                                # img2img: the init image's path ...
+    init_sha256: str = ""                               # ... and the sha256 of its file
+
+    @property
+    def run_steps(self) -> int:
+        """Denoising steps that actually run: int(steps * strength) for img2img (as diffusers does)."""
+        return self.steps if self.strength is None else min(int(self.steps * self.strength), self.steps)
 
     @property
     def stem(self) -> str:
@@ -77,7 +85,7 @@ class Item:
     def batch_key(self) -> tuple:
         """Items with equal keys can share one forward pass."""
         return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "",
-                self.scheduler, self.scheduler_options)
+                self.scheduler, self.scheduler_options, self.strength, self.init_image)
 
     def options(self) -> dict[str, Any]:
         """The scheduler options as a mapping."""
@@ -133,12 +141,14 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
             raise PresetError(f"the run asks for more than {MAX_ITEMS} images")
         width = _size(values["width"], facts.width, "width", facts)
         height = _size(values["height"], facts.height, "height", facts)
+        strength = _strength(values, where) if preset.init_image else None
         for offset in range(count):
             items.append(Item(
                 index=first_index + len(items), seed=seed + offset, prompt_index=first_prompt_index + prompt_index,
                 prompt=line.prompt, negative_prompt=values["negative_prompt"] or "", steps=values["steps"],
                 guidance_scale=values["guidance_scale"], width=width, height=height, task=task,
                 scheduler=preset.scheduler or "", scheduler_options=frozen_options(dict(preset.scheduler_options)),
+                strength=strength, init_image=preset.init_image or "",
             ))
     return items
 
@@ -146,7 +156,16 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
 def _preset_values(preset: Any, task: str) -> dict[str, Any]:
     """The per-image keys of a preset, `None`s replaced by the task's defaults."""
     values = {}
-    for name in ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images"):
+    for name in ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength"):
         value = getattr(preset, name)
         values[name] = KEYS[name].default_for(task) if value is None else value
     return values
+
+
+def _strength(values: dict[str, Any], where: str) -> float:
+    """img2img's strength, refused when int(steps * strength) leaves no step to run."""
+    strength, steps = values["strength"], values["steps"]
+    if int(steps * strength) < 1:
+        raise PresetError(f"{where}--strength {strength:g} with {steps} steps runs int({steps} x {strength:g}) = 0 "
+                          "denoising steps", hint=f"use --strength >= {1 / steps:.3g} or more --steps")
+    return strength

@@ -22,7 +22,7 @@ DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps"
 TRUST_KEYS = frozenset({"allow_pickle", "offline", "output", "threads", "device", "dtype", "cpu_offload", "compile",
                         "attention_backend", "channels_last", "vae_tiling", "vae_slicing", "batch_size"})
 # Keys a prompts-file line (or a --vary axis) may set per image.
-PER_IMAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images")
+PER_IMAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength")
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,11 @@ def _k(name: str, typ: type, default: Any, help: str, **kw: Any) -> Key:
 
 
 KEY_TABLE: tuple[Key, ...] = (
-    _k("model", str, "", "Hub id or local pipeline folder (relative paths resolve against the preset file).",
-       flag="--model", short="-m"),
+    _k("model", str, "", "Hub id, local pipeline folder or single-file checkpoint (.safetensors; relative paths "
+       "resolve against the preset file).", flag="--model", short="-m"),
+    _k("config", str, None, "Single-file checkpoints: a local diffusers folder (model_index.json, component configs, "
+       "tokenizers) to take the configs from (default: the shipped configs of the detected architecture).",
+       nullable=True, flag="--config"),
     _k("name", str, None, "The preset's name.", nullable=True),
     _k("description", str, None, "One line shown by `diffcli presets`.", nullable=True),
     _k("task", str, None, "unconditional | txt2img (default: read from the model).", nullable=True, choices=TASKS),
@@ -84,6 +87,11 @@ KEY_TABLE: tuple[Key, ...] = (
        flag="--height"),
     _k("prompt", str, None, "The prompt.", nullable=True),
     _k("negative_prompt", str, None, "What to steer away from.", nullable=True, flag="--negative-prompt"),
+    _k("init_image", str, None, "img2img: the image to start from (PNG, JPEG, WebP, BMP); converted to RGB (L for "
+       "1-channel models) and, unless it has the run's size, resized to width x height with a centre crop that keeps "
+       "its aspect ratio (Lanczos).", nullable=True, flag="--init-image"),
+    _k("strength", float, 0.8, "img2img: how much of the init image is redrawn, 0 < s <= 1; int(steps * strength) "
+       "steps run (near 0: the init image back, 1: from noise seeded by it).", low=0, high=1, flag="--strength"),
     _k("seed", int, 0, "Seed of image 0; image i uses seed + i.", low=0, high=SEED_MAX, flag="--seed"),
     _k("num_images", int, 1, "Images to make (per prompt).", low=1, high=100000, flag="--num-images", short="-n"),
     _k("batch_size", int, 1, "Images per forward pass.", low=1, high=1024, flag="--batch-size", short="-b"),

@@ -141,6 +141,9 @@ def load_file(path: Path) -> PresetFile:
     values = validate_layer(data, shown)
     if isinstance(values.get("model"), str):
         values["model"] = resolve_model_path(values["model"], path.parent)
+    for key in PATH_KEYS:
+        if isinstance(values.get(key), str):
+            values[key] = resolve_local_path(values[key], path.parent)
     return PresetFile(path=path, values=values, extends=extends)
 
 
@@ -161,6 +164,15 @@ def resolve_model_path(model: str, base: Path) -> str:
     return model
 
 
+PATH_KEYS = ("init_image", "config")  # always local paths: relative ones resolve like `model`
+
+
+def resolve_local_path(value: str, base: Path) -> str:
+    """A local file or folder path: `~` expanded, relative paths against `base`, made absolute."""
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).absolute())
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """`--set key=value` items → mapping; values are read as YAML scalars (`steps=25` is an int)."""
     values: dict[str, Any] = {}
@@ -169,7 +181,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise PresetError(f"--set {one_line(item, 80)}: expected key=value")
-        raw_string = key in ("prompt", "negative_prompt", "model", "revision", "variant", "name", "description")
+        raw_string = key in ("prompt", "negative_prompt", "model", "revision", "variant", "name", "description",
+                             "init_image", "config")
         try:
             value = safe_yaml.load(raw) if raw.strip() else None
         except safe_yaml.YAMLRefused as err:  # aliases, deep nesting: refused, not read as a string
@@ -229,6 +242,8 @@ def resolve(
         for key, value in values.items():
             if key == "model" and isinstance(value, str):
                 value = resolve_model_path(value, Path.cwd())
+            elif key in PATH_KEYS and isinstance(value, str):
+                value = resolve_local_path(value, Path.cwd())
             merged[key] = value
             sources[key] = label
     source = str(chain[0].path) if chain else "preset"

@@ -22,7 +22,8 @@ MAX_PNG_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 8192 * 8192
 MAX_TEXT = 256 * 1024
 REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker", "seed",
-                 "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale")
+                 "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale", "init_image", "strength",
+                 "config")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ReplayRecord:
     values: dict[str, Any]
     index: int
     prompt_index: int
+    init_sha256: str = ""  # img2img: the init image's recorded hash
 
 
 def read_record(image: Path) -> ReplayRecord:
@@ -89,7 +91,34 @@ def validate_record(record: Any, shown: str) -> ReplayRecord:
     index = _count(record.get("index", 0), "index", shown)
     prompt_index = _count(record.get("prompt_index", 0), "prompt_index", shown)
     values["task"] = task
-    return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index)
+    init_sha256 = _init_sha256(record, shown) if "init_image" in values else ""
+    return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index, init_sha256=init_sha256)
+
+
+def _init_sha256(record: dict[str, Any], shown: str) -> str:
+    info = record.get("init_image")
+    sha = info.get("sha256") if isinstance(info, dict) else None
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise UsageError(f"{shown}: diffcli metadata: init_image: expected a sha256 (64 hex digits)")
+    return sha
+
+
+def check_init_image(record: ReplayRecord, user_sets: dict[str, Any]) -> None:
+    """An img2img record's init image is used from its recorded path only if its sha256 still matches."""
+    from diffcli.plan.init_image import read_bytes, sha256_hex
+
+    path = record.values.get("init_image")
+    if not path or "init_image" in user_sets:
+        return
+    shown = escape_control(str(path))
+    hint = "give the init image with --set init_image=PATH"
+    try:
+        data = read_bytes(str(path), "init image")
+    except UsageError as err:
+        raise UsageError(f"{err.message}; replay needs the image this one started from", hint=hint) from None
+    if sha256_hex(data) != record.init_sha256:
+        raise UsageError(f"init image {shown} has changed since this image was made (its sha256 differs from the "
+                         "metadata's)", hint=hint)
 
 
 def _count(value: Any, name: str, shown: str) -> int:

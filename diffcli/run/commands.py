@@ -28,6 +28,10 @@ def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | N
         items = expand(preset, facts, lines, list(axes), first_index)
     else:
         items = build_items(preset, facts, lines, first_index, first_prompt_index)
+    if preset.init_image:
+        from diffcli.run.img2img import attach_init_image
+
+        items = attach_init_image(preset, facts, items)
     check_frames_supported(facts, preset.every)
     for name, options, steps in schedules(items):
         check_schedule(scheduler_config, name, options, steps)

@@ -45,9 +45,11 @@ class StepTracker:
     too: its calls are spread evenly over the requested steps.
     """
 
-    def __init__(self, scheduler: Any, steps: int, on_step: StepCallback | None, want_x0: bool) -> None:
+    def __init__(self, scheduler: Any, steps: int, on_step: StepCallback | None, want_x0: bool,
+                 skip_calls: int = 0) -> None:
         self.scheduler = scheduler
         self.steps = steps
+        self.skip_calls = skip_calls  # img2img: the schedule's first calls, which never run
         self.on_step = on_step
         self.want_x0 = want_x0
         self.calls = 0
@@ -72,7 +74,7 @@ class StepTracker:
         if self.on_step is None:
             return
         self.calls += 1
-        total_calls = len(self.scheduler.timesteps)
+        total_calls = max(len(self.scheduler.timesteps) - self.skip_calls, 1)
         before = self.done
         if hasattr(self.scheduler, "state_in_first_order"):
             if self.scheduler.state_in_first_order or self.calls >= total_calls:
@@ -97,8 +99,13 @@ def _accepts(func: Any, name: str) -> bool:
 
 
 def sample_unconditional(pipe: Any, steps: int, generators: list[Any], on_step: StepCallback | None,
-                         want_x0: bool = False) -> Any:
-    """Denoise a batch (one generator per image) with any compatible scheduler; images in [0, 1]."""
+                         want_x0: bool = False, init: Any = None, strength: float | None = None) -> Any:
+    """Denoise a batch (one generator per image) with any compatible scheduler; images in [0, 1].
+
+    With `init` (pixels in [-1, 1]) and `strength` (img2img, SDEdit) the schedule starts at step
+    steps - int(steps * strength): the init image gets that timestep's noise (`add_noise`, no
+    `init_noise_sigma` scaling, as diffusers' img2img pipelines do) and only the rest run.
+    """
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -109,12 +116,21 @@ def sample_unconditional(pipe: Any, steps: int, generators: list[Any], on_step: 
     shape = (len(generators), unet.config.in_channels, height, width)
     sample = randn_tensor(shape, generator=generators, device=device, dtype=unet.dtype)
     scheduler.set_timesteps(steps, device=device)
-    sample = sample * scheduler.init_noise_sigma
+    timesteps, run_steps, skip = scheduler.timesteps, steps, 0
+    if init is None:
+        sample = sample * scheduler.init_noise_sigma
+    else:
+        run_steps = min(int(steps * (strength or 0)), steps)
+        skip = (steps - run_steps) * scheduler.order
+        timesteps = scheduler.timesteps[skip:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(skip)
+        sample = scheduler.add_noise(init, sample, timesteps[:1].repeat(len(generators)))
     extra = {"generator": generators} if _accepts(scheduler.step, "generator") else {}
-    tracker = StepTracker(scheduler, steps, on_step, want_x0)
+    tracker = StepTracker(scheduler, run_steps, on_step, want_x0, skip_calls=skip)
     try:
         with torch.inference_mode():
-            for timestep in scheduler.timesteps:
+            for timestep in timesteps:
                 model_input = scheduler.scale_model_input(sample, timestep)
                 model_output = unet(model_input, timestep).sample
                 sample = scheduler.step(model_output, timestep, sample, **extra).prev_sample
@@ -129,11 +145,16 @@ def sample_unconditional(pipe: Any, steps: int, generators: list[Any], on_step: 
 
 
 def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: StepCallback | None,
-                   want_x0: bool = False) -> Any:
-    """Run a text-to-image pipeline's own loop; images as float numpy in [0, 1] (B, H, W, C)."""
+                   want_x0: bool = False, run_steps: int | None = None) -> Any:
+    """Run a text-to-image pipeline's own loop; images as float numpy in [0, 1] (B, H, W, C).
+
+    `run_steps` (img2img) is how many of the `steps` actually run: the schedule's first calls are skipped.
+    """
     import torch
 
-    tracker = StepTracker(pipe.scheduler, steps, on_step, want_x0)
+    run_steps = steps if run_steps is None else run_steps
+    tracker = StepTracker(pipe.scheduler, run_steps, on_step, want_x0,
+                          skip_calls=(steps - run_steps) * pipe.scheduler.order)
     kwargs = dict(call_kwargs, num_inference_steps=steps, output_type="np")
     if on_step is not None and _accepts(pipe.__call__, "callback_on_step_end"):
         def callback(_pipe: Any, _index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -162,9 +183,20 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
     """One batch of resolved items (they share steps, guidance and size) → images in [0, 1]."""
     first = batch[0]
     if task == "unconditional":
+        if first.strength is not None:  # img2img (SDEdit) from the init image
+            from diffcli.run.img2img import pixel_init
+
+            return sample_unconditional(pipe, first.steps, generators, on_step, want_x0,
+                                        init=pixel_init(pipe, batch), strength=first.strength)
         return sample_unconditional(pipe, first.steps, generators, on_step, want_x0)
     kwargs: dict[str, Any] = {"prompt": [item.prompt for item in batch], "guidance_scale": first.guidance_scale,
                               "width": first.width, "height": first.height, "generator": generators}
     if first.negative_prompt:
         kwargs["negative_prompt"] = [item.negative_prompt for item in batch]
+    if first.strength is not None:  # img2img: diffusers' image-to-image pipeline on the same modules
+        from diffcli.run.img2img import image_pipeline, init_images
+
+        del kwargs["width"], kwargs["height"]  # the init image (already fitted) decides the size
+        kwargs.update(image=init_images(pipe, batch), strength=first.strength)
+        return sample_txt2img(image_pipeline(pipe), kwargs, first.steps, on_step, want_x0, first.run_steps)
     return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0)

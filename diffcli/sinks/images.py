@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from diffcli import __version__
@@ -12,7 +13,8 @@ from diffcli.sinks.pixels import to_pil
 from diffcli.step import Step
 
 # Run-level keys a replay record keeps: what decides the pixels (trust keys stay with the user).
-RECORDED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker")
+RECORDED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker",
+                 "config")
 
 
 def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]:
@@ -24,6 +26,8 @@ def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]
                      guidance_scale=item.guidance_scale)
     if item.cell:
         entry["cell"] = item.cell_values()
+    if item.strength is not None:
+        entry.update(strength=item.strength, init_image=item.init_image, run_steps=item.run_steps)
     if existing:
         entry["existing"] = True
     return entry
@@ -41,8 +45,12 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
     preset.update(seed=item.seed, steps=item.steps, width=item.width, height=item.height, num_images=1)
     if item.task == "txt2img":
         preset.update(prompt=item.prompt, negative_prompt=item.negative_prompt, guidance_scale=item.guidance_scale)
-    return {"task": item.task, "preset": preset, "index": item.index, "prompt_index": item.prompt_index,
-            "model_name": run.model_name, "scheduler_config": dict(scheduler.config), "versions": versions()}
+    record = {"task": item.task, "preset": preset, "index": item.index, "prompt_index": item.prompt_index,
+              "model_name": run.model_name, "scheduler_config": dict(scheduler.config), "versions": versions()}
+    if item.strength is not None:  # img2img: replay finds the init image by this path only if the hash matches
+        preset.update(init_image=item.init_image, strength=item.strength)
+        record["init_image"] = {"name": Path(item.init_image).name, "sha256": item.init_sha256}
+    return record
 
 
 def png_text(run: RunInfo, item: Item) -> dict[str, str]:
@@ -52,8 +60,10 @@ def png_text(run: RunInfo, item: Item) -> dict[str, str]:
     fields: dict[str, Any] = {"Steps": item.steps, "Sampler": label_for(run.pipe.scheduler)}
     if item.task == "txt2img":
         fields["CFG scale"] = item.guidance_scale
-    fields.update({"Seed": item.seed, "Size": f"{item.width}x{item.height}", "Model": run.model_name,
-                   "Version": f"diffcli {__version__}"})
+    fields.update({"Seed": item.seed, "Size": f"{item.width}x{item.height}", "Model": run.model_name})
+    if item.strength is not None:
+        fields["Denoising strength"] = item.strength
+    fields["Version"] = f"diffcli {__version__}"
     text = a1111_parameters(item.prompt or None, item.negative_prompt or None, fields)
     return {A1111_KEY: text, DIFFCLI_KEY: diffcli_chunk(replay_record(run, item))}
 

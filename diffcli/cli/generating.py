@@ -36,7 +36,7 @@ def human_lines(report: Any) -> list[str]:
     lines += [f"sheet: {entry['path']}" for entry in data.get("sheets", [])]
     lines += [f"animation: {entry['path']}" for entry in data.get("animations", [])]
     if data.get("grid"):
-        lines.append(f"grid: {data['grid']}")
+        lines += [f"grid: {entry['path']}" for entry in data.get("grids", [{"path": data["grid"]}])]
     if data.get("gallery"):
         lines.append(f"gallery: {data['gallery']}")
     if data.get("frames"):
@@ -137,6 +137,8 @@ def register(app: typer.Typer) -> None:
           diffcli txt2img "a cat playing bass" --preset sd15 --steps 25 --scheduler dpm++2m-karras --seed 42 -n 4
 
           diffcli txt2img --prompts-file prompts.jsonl --preset sdxl --output out/
+
+          diffcli txt2img "a handwritten digit 7" --vary scheduler=ddim,euler,dpm++2m --vary steps=5,10,25 -n 1
         """
         generate("txt2img", "digits-text", "txt2img", flags, run, emitter, prompt, prompts_file, vary)
 

@@ -119,7 +119,8 @@ def render(layout: Layout, grid: Grid, tiles: dict[int, Any]) -> Any:
     per_block = max((len(block) for block in grid.blocks.values()), default=1)
     size = max(12, min(32, slot_h // 6))
     font, bold = _font(size), _font(size + 2)
-    pad, gap = size // 2, max(4, size // 4)
+    pad, gap = size // 2, max(4, size // 4)  # gap: between images; columns are set further apart
+    col_gap = gap if per_block == 1 else 3 * gap
     line = size + pad
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     block_w = per_block * slot_w + (per_block - 1) * gap
@@ -132,7 +133,7 @@ def render(layout: Layout, grid: Grid, tiles: dict[int, Any]) -> Any:
     rows, columns = (len(row_labels) if two else 1), len(col_labels)
     top = pad + (line if grid.fixed else 0)
     header = top + 2 * line
-    width = pad + row_w + columns * col_w + (columns - 1) * gap + pad
+    width = pad + row_w + columns * col_w + (columns - 1) * col_gap + pad
     height = header + rows * slot_h + (rows - 1) * gap + pad
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -141,14 +142,14 @@ def render(layout: Layout, grid: Grid, tiles: dict[int, Any]) -> Any:
         draw.text((pad, pad), _fit(draw, f"{key} = {label(json.loads(value))}", bold, width - 2 * pad), fill="black",
                   font=bold)
     x0 = pad + row_w
-    area = columns * col_w + (columns - 1) * gap
+    area = columns * col_w + (columns - 1) * col_gap
     title = _fit(draw, col_key, bold, area)
     draw.text((x0 + (area - draw.textlength(title, font=bold)) / 2, top), title, fill="black", font=bold)
     if two:
         draw.text((pad, top + line), _fit(draw, layout.keys[0], bold, row_w - pad), fill="black", font=bold)
     for c, text in enumerate(col_labels):
         shown_text = _fit(draw, text, font, col_w)
-        x = x0 + c * (col_w + gap) + (col_w - draw.textlength(shown_text, font=font)) / 2
+        x = x0 + c * (col_w + col_gap) + (col_w - draw.textlength(shown_text, font=font)) / 2
         draw.text((x, top + line), shown_text, fill="black", font=font)
     draw.line([(pad, header - pad // 2), (width - pad, header - pad // 2)], fill=(200, 200, 200), width=1)
     for r in range(rows):
@@ -158,7 +159,7 @@ def render(layout: Layout, grid: Grid, tiles: dict[int, Any]) -> Any:
                       font=font)
         for c in range(columns):
             block = grid.blocks.get((r, c), [])
-            x = x0 + c * (col_w + gap) + (col_w - (len(block) * slot_w + (len(block) - 1) * gap)) // 2
+            x = x0 + c * (col_w + col_gap) + (col_w - (len(block) * slot_w + (len(block) - 1) * gap)) // 2
             for j, index in enumerate(block):
                 tile = tiles.get(index)
                 left, cell_top = x + j * (slot_w + gap), y

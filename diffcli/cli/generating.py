@@ -149,7 +149,8 @@ def register(app: typer.Typer) -> None:
         init_image: Annotated[Path, typer.Argument(help="The image to start from (PNG, JPEG, WebP or BMP).")],
         prompt: Annotated[Optional[str], typer.Argument(
             help="The prompt (or use --prompts-file); unconditional models take none.")] = None,
-        prompts_file: PromptsFileOpt = None, *, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter,
+        prompts_file: PromptsFileOpt = None, vary: VaryOpt = None, *, flags: dict[str, Any], run: dict[str, Any],
+        emitter: Emitter,
     ) -> None:
         """Redraw an image: start from INIT_IMAGE noised to --strength instead of from pure noise.
 
@@ -168,10 +169,12 @@ def register(app: typer.Typer) -> None:
 
           diffcli img2img digit3.png --preset digits --strength 0.5
 
+          diffcli img2img digit3.png "a handwritten digit 8" --vary strength=0.3,0.5,0.7,0.9 -n 1
+
           diffcli img2img photo.png "an oil painting of a harbour" --preset sd15 --strength 0.55 -n 4
         """
         flags = {**flags, "init_image": str(init_image)}
-        generate("img2img", "digits-text", None, flags, run, emitter, prompt, prompts_file)
+        generate("img2img", "digits-text", None, flags, run, emitter, prompt, prompts_file, vary)
 
     @app.command("denoise-trace")
     @with_keys(*TRACE_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, "init_image", "strength", exact_frames=True)

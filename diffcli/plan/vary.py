@@ -24,7 +24,8 @@ from diffcli.plan.keys import KEYS, check_value
 from diffcli.plan.suggest import suggest
 from diffcli.plan.text import one_line
 
-VARY_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "prompt", "negative_prompt", "width", "height")
+VARY_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "prompt", "negative_prompt", "width", "height",
+             "strength")
 OPTION_PREFIX = "scheduler_options."
 TEXT_KEYS = ("scheduler", "prompt", "negative_prompt")  # values are taken as typed, not read as YAML
 PROMPT_ONLY = ("prompt", "negative_prompt", "guidance_scale")
@@ -155,6 +156,8 @@ def expand(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None, axes:
         for key in PROMPT_ONLY:
             if key in varied:
                 raise PresetError(f"--vary {key}: this unconditional model takes no prompt or guidance")
+    if "strength" in varied and not preset.init_image:
+        raise PresetError("--vary strength: needs an init image (diffcli img2img INIT_IMAGE ...)")
     if "prompt" in varied and lines and any(line.line for line in lines):
         raise PresetError("--vary prompt gives the prompts: drop --prompts-file")
     if facts.task == "txt2img" and not lines and "prompt" not in varied:

@@ -46,22 +46,28 @@ def sha256_hex(data: bytes) -> str:
 
 def decode(data: bytes, shown: str, what: str = "--init-image") -> Any:
     """A fully decoded PIL image from untrusted bytes; size and format checked before any pixel is decoded."""
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as handle:
-            if handle.format not in FORMATS:
-                raise UsageError(f"{what}: {shown}: {escape_control(str(handle.format))} images are not read "
-                                 f"(use {', '.join(FORMATS)})")
-            width, height = handle.size
-            if width < 1 or height < 1 or width * height > MAX_PIXELS:
-                raise UsageError(f"{what}: {shown}: {width}x{height} pixels, more than diffcli reads "
-                                 f"({MAX_PIXELS:,})")
-            handle.load()
-            return ImageOps.exif_transpose(handle)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit is lower
+            with Image.open(io.BytesIO(data)) as handle:
+                if handle.format not in FORMATS:
+                    raise UsageError(f"{what}: {shown}: {escape_control(str(handle.format))} images are not read "
+                                     f"(use {', '.join(FORMATS)})")
+                width, height = handle.size
+                if width < 1 or height < 1 or width * height > MAX_PIXELS:
+                    raise UsageError(f"{what}: {shown}: {width}x{height} pixels, more than diffcli reads "
+                                     f"({MAX_PIXELS:,})")
+                handle.load()
+                return ImageOps.exif_transpose(handle)
     except UsageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError:
+        raise UsageError(f"{what}: {shown}: more pixels than diffcli reads ({MAX_PIXELS:,})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UsageError(f"{what}: {shown}: not a readable image ({escape_control(type(err).__name__)})") from None
 
 

@@ -79,6 +79,12 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
         emitter.warn("digits-text only understands digits (\"a handwritten digit 7\", \"seven\"); "
                      "other prompts give a random digit")
     steps_note(preset, emitter)
+    from diffcli.run.loras import check_local_files
+    from diffcli.run.prompt_embeds import prompt_warnings
+
+    check_local_files(preset.loras, preset.allow_pickle)  # a missing LoRA fails before the model loads
+    for message in prompt_warnings(preset, planned[1]):  # CLIP's silent truncation, said out loud
+        emitter.warn(message)
     report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"],
                             planned=planned)
     if preset.gallery and report.extra.get("output"):

@@ -19,7 +19,7 @@ from diffcli.plan.keys import KEYS
 
 GENERATION_KEYS = ("model", "config", "scheduler", "steps", "seed", "num_images", "batch_size", "device", "dtype", "every",
                    "output", "grid", "gallery", "offline", "allow_pickle", "threads")
-PROMPT_KEYS = ("negative_prompt", "guidance_scale", "width", "height")
+PROMPT_KEYS = ("negative_prompt", "guidance_scale", "width", "height", "prompt_syntax", "loras", "lora_weight")
 TRACE_KEYS = ("show", "animation", "frame_duration")
 
 
@@ -28,7 +28,7 @@ def _default_text(name: str) -> str:
     if key.task_defaults:
         parts = ", ".join(f"{value} for {task}" for task, value in key.task_defaults.items())
         return f" [default: {parts}, unless the preset sets it]"
-    if key.type is bool or key.default in (None, ""):
+    if key.type is bool or key.default in (None, "", ()):
         return ""
     return f" [default: {key.default}, unless the preset sets it]"
 
@@ -37,7 +37,7 @@ def key_parameter(name: str) -> inspect.Parameter:
     """The option for one key: `--num-images/-n INTEGER` with its help and default from the table."""
     key = KEYS[name]
     decls = [key.flag] + ([key.short] if key.short else [])
-    values = "" if key.type in (bool, str) and not key.choices else f" ({key.describe()})"
+    values = "" if key.type in (bool, str, list) and not key.choices else f" ({key.describe()})"
     help_text = key.help + (values if key.describe() not in key.help else "") + _default_text(name)
     if key.type is bool and not key.nullable and key.default is False:
         annotation: Any = Annotated[bool, typer.Option(*decls, help=help_text)]
@@ -46,6 +46,9 @@ def key_parameter(name: str) -> inspect.Parameter:
         flag = key.flag or ""
         decls = [f"{flag}/--no-{flag[2:]}"]
         annotation = Annotated[Optional[bool], typer.Option(*decls, help=help_text)]
+    elif key.type is list:  # repeatable: --lora A --lora B:0.5
+        annotation = Annotated[Optional[List[str]], typer.Option(*decls, help=help_text, show_default=False,
+                                                             metavar="PATH[:WEIGHT]")]
     else:
         annotation = Annotated[Optional[key.type], typer.Option(*decls, help=help_text, show_default=False)]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)

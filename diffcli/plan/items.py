@@ -56,6 +56,8 @@ class Item:
     width: int
     height: int
     task: str
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter name, weight with lora_weight applied), in load order
+    prompt_syntax: str = "plain"               # plain | weighted (A1111 weights, long prompts)
     scheduler: str = ""                                 # short name; "" keeps the model's own scheduler
     scheduler_options: tuple[tuple[str, str], ...] = ()  # (option, JSON value) pairs
     cell: tuple[tuple[str, str], ...] = ()               # --vary runs: (key, JSON value) of this image's cell
@@ -84,8 +86,10 @@ class Item:
 
     def batch_key(self) -> tuple:
         """Items with equal keys can share one forward pass."""
+        weighted = (self.prompt, self.negative_prompt) if self.prompt_syntax == "weighted" else ()  # same chunks
         return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "",
-                self.scheduler, self.scheduler_options, self.strength, self.init_image)
+                self.scheduler, self.scheduler_options, self.strength, self.init_image, self.loras,
+                self.prompt_syntax, weighted)
 
     def options(self) -> dict[str, Any]:
         """The scheduler options as a mapping."""
@@ -141,12 +145,15 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
             raise PresetError(f"the run asks for more than {MAX_ITEMS} images")
         width = _size(values["width"], facts.width, "width", facts)
         height = _size(values["height"], facts.height, "height", facts)
+        lora_scale = line.values.get("lora_weight", preset.lora_weight)
+        loras = tuple((entry["name"], entry["weight"] * lora_scale) for entry in preset.loras)
         strength = _strength(values, where) if preset.init_image else None
         for offset in range(count):
             items.append(Item(
                 index=first_index + len(items), seed=seed + offset, prompt_index=first_prompt_index + prompt_index,
                 prompt=line.prompt, negative_prompt=values["negative_prompt"] or "", steps=values["steps"],
                 guidance_scale=values["guidance_scale"], width=width, height=height, task=task,
+                loras=loras, prompt_syntax=preset.prompt_syntax,
                 scheduler=preset.scheduler or "", scheduler_options=frozen_options(dict(preset.scheduler_options)),
                 strength=strength, init_image=preset.init_image or "",
             ))

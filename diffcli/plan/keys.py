@@ -22,7 +22,8 @@ DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps"
 TRUST_KEYS = frozenset({"allow_pickle", "offline", "output", "threads", "device", "dtype", "cpu_offload", "compile",
                         "attention_backend", "channels_last", "vae_tiling", "vae_slicing", "batch_size"})
 # Keys a prompts-file line (or a --vary axis) may set per image.
-PER_IMAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength")
+PER_IMAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength",
+                  "lora_weight")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Key:
             low = "" if self.low is None else f"{show(self.low)} <= "
             high = "" if self.high is None else f" <= {show(self.high)}"
             return f"{low}{self.type.__name__}{high}"
-        return {dict: "mapping", str: "text"}.get(self.type, self.type.__name__)
+        return {dict: "mapping", str: "text", list: "list"}.get(self.type, self.type.__name__)
 
 
 def _k(name: str, typ: type, default: Any, help: str, **kw: Any) -> Key:
@@ -87,6 +88,13 @@ KEY_TABLE: tuple[Key, ...] = (
        flag="--height"),
     _k("prompt", str, None, "The prompt.", nullable=True),
     _k("negative_prompt", str, None, "What to steer away from.", nullable=True, flag="--negative-prompt"),
+    _k("prompt_syntax", str, "plain", "plain: prompts go to the pipeline as typed (CLIP keeps 75 tokens) | weighted: "
+       "A1111 syntax, (word:1.3) weights and long prompts in 75-token chunks (SD 1.x/2.x, SDXL).",
+       choices=("plain", "weighted"), flag="--prompt-syntax"),
+    _k("loras", list, (), "LoRAs as PATH_OR_HUB_ID[:WEIGHT] (repeatable flag) or a list of {path, weight, name}; "
+       "local paths resolve against the preset file; safetensors unless allow_pickle.", flag="--lora"),
+    _k("lora_weight", float, 1.0, "Scales every LoRA's weight (per image: a prompts-file line may set it).",
+       low=-10, high=10, flag="--lora-weight"),
     _k("init_image", str, None, "img2img: the image to start from (PNG, JPEG, WebP, BMP); converted to RGB (L for "
        "1-channel models) and, unless it has the run's size, resized to width x height with a centre crop that keeps "
        "its aspect ratio (Lanczos).", nullable=True, flag="--init-image"),
@@ -154,6 +162,10 @@ def check_value(name: str, value: Any) -> Any:
             raise ValueError(f"expected a finite number, got {value}")
         _check_bounds(key, value, "a number")
         return value
+    if key.type is list:  # `loras` only: its entries are checked in plan/loras.py
+        from diffcli.plan.loras import check_loras
+
+        return check_loras(value)
     if key.type is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValueError(f"expected a mapping of option names to values, got {_show(value)}")

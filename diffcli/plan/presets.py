@@ -141,6 +141,10 @@ def load_file(path: Path) -> PresetFile:
     values = validate_layer(data, shown)
     if isinstance(values.get("model"), str):
         values["model"] = resolve_model_path(values["model"], path.parent)
+    if values.get("loras"):
+        from diffcli.plan.loras import resolve_entries
+
+        values["loras"] = resolve_entries(values["loras"], path.parent)
     for key in PATH_KEYS:
         if isinstance(values.get(key), str):
             values[key] = resolve_local_path(values[key], path.parent)
@@ -240,6 +244,10 @@ def resolve(
             sources[key] = str(layer.path)
     for label, values in (("--set", set_values), ("flag", flag_values)):
         for key, value in values.items():
+            if key == "loras" and value:
+                from diffcli.plan.loras import resolve_entries
+
+                value = resolve_entries(value, Path.cwd())
             if key == "model" and isinstance(value, str):
                 value = resolve_model_path(value, Path.cwd())
             elif key in PATH_KEYS and isinstance(value, str):

@@ -23,7 +23,7 @@ MAX_PIXELS = 8192 * 8192
 MAX_TEXT = 256 * 1024
 REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker", "seed",
                  "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale", "init_image", "strength",
-                 "config")
+                 "config", "loras", "prompt_syntax")
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,9 @@ def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
         pipe.to(device)
     pipe.scheduler = _scheduler_for(pipe, preset)
     from diffcli.run.levers import apply_levers
+    from diffcli.run.loras import apply_loras
+
+    apply_loras(pipe, preset.loras, preset.allow_pickle, offline)  # before compile and offload hooks
 
     apply_levers(pipe, preset, device)
     if hasattr(pipe, "set_progress_bar_config"):

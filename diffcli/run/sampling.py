@@ -193,6 +193,14 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
                               "width": first.width, "height": first.height, "generator": generators}
     if first.negative_prompt:
         kwargs["negative_prompt"] = [item.negative_prompt for item in batch]
+    if first.loras:  # this batch's LoRA weights (the adapters were loaded with the pipeline)
+        from diffcli.run.loras import set_lora_weights
+
+        set_lora_weights(pipe, first.loras)
+    if first.prompt_syntax == "weighted":  # A1111 weights and long prompts, as embeddings
+        from diffcli.run.prompt_embeds import weighted_kwargs
+
+        kwargs.update(weighted_kwargs(pipe, kwargs.pop("prompt"), kwargs.pop("negative_prompt", None)))
     if first.strength is not None:  # img2img: diffusers' image-to-image pipeline on the same modules
         from diffcli.run.img2img import image_pipeline, init_images
 

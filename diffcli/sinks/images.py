@@ -26,6 +26,8 @@ def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]
                      guidance_scale=item.guidance_scale)
     if item.cell:
         entry["cell"] = item.cell_values()
+    if item.loras:
+        entry["loras"] = [{"name": name, "weight": weight} for name, weight in item.loras]
     if item.strength is not None:
         entry.update(strength=item.strength, init_image=item.init_image, run_steps=item.run_steps)
     if existing:
@@ -44,7 +46,11 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
         preset["scheduler_options"] = item.options()
     preset.update(seed=item.seed, steps=item.steps, width=item.width, height=item.height, num_images=1)
     if item.task == "txt2img":
-        preset.update(prompt=item.prompt, negative_prompt=item.negative_prompt, guidance_scale=item.guidance_scale)
+        preset.update(prompt=item.prompt, negative_prompt=item.negative_prompt, guidance_scale=item.guidance_scale,
+                      prompt_syntax=item.prompt_syntax)
+    if item.loras:  # each LoRA at the weight this image used (lora_weight folded in)
+        paths = {entry["name"]: entry["path"] for entry in run.preset.loras}
+        preset["loras"] = [{"path": paths[name], "weight": weight, "name": name} for name, weight in item.loras]
     record = {"task": item.task, "preset": preset, "index": item.index, "prompt_index": item.prompt_index,
               "model_name": run.model_name, "scheduler_config": dict(scheduler.config), "versions": versions()}
     if item.strength is not None:  # img2img: replay finds the init image by this path only if the hash matches
@@ -63,8 +69,15 @@ def png_text(run: RunInfo, item: Item) -> dict[str, str]:
     fields.update({"Seed": item.seed, "Size": f"{item.width}x{item.height}", "Model": run.model_name})
     if item.strength is not None:
         fields["Denoising strength"] = item.strength
+    prompt = item.prompt
+    if item.loras:  # A1111 and Civitai read LoRAs from `<lora:name:weight>` in the prompt
+        from diffcli.plan.loras import prompt_tags
+        from diffcli.run.loras import hashes_field
+
+        prompt = f"{prompt} {prompt_tags(item.loras)}"
+        fields["Lora hashes"] = hashes_field(run.preset.loras, item.loras)
     fields["Version"] = f"diffcli {__version__}"
-    text = a1111_parameters(item.prompt or None, item.negative_prompt or None, fields)
+    text = a1111_parameters(prompt or None, item.negative_prompt or None, fields)
     return {A1111_KEY: text, DIFFCLI_KEY: diffcli_chunk(replay_record(run, item))}
 
 

@@ -72,7 +72,9 @@ def _encode(encoder: Any, chunks: list[tuple[list[int], list[float]]], penultima
         if bool((multipliers != 1).any()):
             mean = hidden.mean()
             hidden = hidden * multipliers.reshape(1, -1, 1)
-            hidden = hidden * (mean / hidden.mean())
+            new_mean = hidden.mean()
+            if new_mean.abs() > 1e-4 * hidden.abs().mean():  # a mean near 0 would blow the rescale up
+                hidden = hidden * (mean / new_mean)
         states.append(hidden)
     return torch.cat(states, dim=1), pooled
 

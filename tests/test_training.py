@@ -1,6 +1,8 @@
-"""`diffcli train` end to end on a few steps and a subset: a standard, loadable pipeline folder."""
+"""`diffcli train` end to end on a few steps and a subset: a standard, loadable pipeline folder; the fixed split."""
 
 import json
+import zlib
+from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
@@ -13,6 +15,7 @@ def test_train_digits_few_steps_then_resume(tmp_path):
                      "--checkpoint-every", "2", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["steps"] == 4
+    assert json.loads((out / "training.json").read_text())["split"] == "train"
     pipe = DiffusionPipeline.from_pretrained(out)
     assert type(pipe).__name__ == "DDPMPipeline" and pipe.unet.config.in_channels == 1
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
@@ -20,7 +23,7 @@ def test_train_digits_few_steps_then_resume(tmp_path):
     checkpoint = tmp_path / ".digits-checkpoints" / "digits.pt"
     assert checkpoint.is_file()
     resumed = run_cli("train", "digits", "-o", str(out), "--steps", "6", "--subset", "64", "--batch-size", "8",
-                      "--checkpoint-every", "2", "--resume", "--json", "--quiet")
+                      "--checkpoint-every", "2", "--resume", "--overwrite", "--json", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     import torch
 
@@ -43,3 +46,37 @@ def test_train_digits_text_few_steps(tmp_path):
 def test_unknown_target_is_usage_error():
     result = run_cli("train", "faces")
     assert result.returncode == 2 and "unknown training target" in result.stderr
+
+
+def test_split_is_fixed_stratified_and_disjoint():
+    import numpy as np
+
+    from diffcli.builtin.digits import load_digits_8x8, load_split, split_indices
+
+    train, heldout = split_indices()
+    _, labels = load_digits_8x8()
+    assert (len(train), len(heldout)) == (1438, 359)
+    assert not set(train) & set(heldout) and len(set(train) | set(heldout)) == len(labels) == 1797
+    for digit in range(10):
+        assert (labels[heldout] == digit).sum() == round(0.2 * (labels == digit).sum())
+    # the split is part of the shipped models' definition: changing it must be deliberate
+    assert zlib.crc32(",".join(map(str, heldout.tolist())).encode()) == 2451561232
+    images, split_labels = load_split("heldout")
+    assert np.array_equal(split_labels, labels[heldout]) and images.shape == (359, 8, 8)
+
+
+def test_training_data_is_the_train_split_unless_asked():
+    from diffcli.builtin.training import TrainConfig, _data
+
+    assert len(_data(TrainConfig(target="digits", output=Path("x"), steps=1))[0]) == 1438
+    assert len(_data(TrainConfig(target="digits", output=Path("x"), steps=1, split="all"))[0]) == 1797
+
+
+def test_shipped_models_were_trained_on_the_train_split():
+    from diffcli.builtin.training import DEFAULT_STEPS
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    for target in ("digits", "digits-text"):
+        recipe = json.loads((models / target / "training.json").read_text())
+        assert recipe["split"] == "train" and recipe["subset"] is None, recipe
+        assert recipe["steps"] == DEFAULT_STEPS[target] and recipe["batch_size"] == 64, recipe

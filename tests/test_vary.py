@@ -114,7 +114,8 @@ def test_run_level_keys_are_refused(key):
 
 @pytest.mark.parametrize("spec, message", [
     ("steps=5,abc", "--vary steps: expected an integer"), ("steps=0,5", "--vary steps: expected an integer >= 1"),
-    ("scheduler=ddim,nope", "--vary scheduler: unknown scheduler 'nope'"), ("steps=5,5", "--vary steps: 5 is listed twice"),
+    ("scheduler=ddim,nope", "--vary scheduler: unknown scheduler 'nope'"),
+    ("steps=5,5", "--vary steps: 5 is listed twice"),
     ("guidance_scale=.nan", "--vary guidance_scale: expected a finite number"), ("steps", "expected KEY=V1,V2"),
     ("steps=", "--vary steps: no values"), ("stepz=1,2", "--vary stepz: unknown key; did you mean 'steps'?"),
     ("width=16,1e9", "--vary width: expected an integer"),

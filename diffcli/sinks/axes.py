@@ -69,7 +69,10 @@ def layout_of(items: list[Item]) -> Layout:
         for cell, indices in cells.items():
             if third is not None and cell[2] != third:
                 continue
-            position = (values[0].index(cell[0]), values[1].index(cell[1])) if len(keys) > 1 else (0, values[0].index(cell[0]))
+            if len(keys) > 1:
+                position = (values[0].index(cell[0]), values[1].index(cell[1]))
+            else:
+                position = (0, values[0].index(cell[0]))
             grid.blocks[position] = indices[:per_block]
         grids.append(grid)
     return Layout(keys, values, grids)

@@ -20,6 +20,11 @@ def shipped_presets_dir() -> Path:
     return _shipped_dir("presets")
 
 
+def shipped_configs_dir() -> Path:
+    """Folder of the configs for single-file checkpoints (configs/README.md)."""
+    return _shipped_dir("configs")
+
+
 def builtin_models_dir() -> Path:
     """Folder of the built-in offline models (`digits`, `digits-text`)."""
     return _shipped_dir("models")

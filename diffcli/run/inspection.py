@@ -22,6 +22,8 @@ def target_kind(target: str) -> str:
     """`preset` or `model` for an inspect TARGET (see the module docstring); PresetError for unknown names."""
     if Path(target).suffix.lower() in (".yaml", ".yml"):
         return "preset"
+    if Path(target).suffix.lower() in (".safetensors", ".ckpt", ".pt", ".pth", ".bin"):
+        return "model"  # a single-file checkpoint
     if Path(target).expanduser().is_dir() or looks_like_path(target) or "/" in target:
         return "model"
     if (shipped_presets_dir() / f"{target}.yaml").is_file() or Path(target).is_file():
@@ -78,7 +80,7 @@ def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pi
     sample: dict[str, Any] = {}
     if denoiser is not None:
         sample = {"sample_size": denoiser.config.get("sample_size"), "in_channels": denoiser.config.get("in_channels")}
-    return {
+    info = {
         "target": target,
         "model": preset.model,
         "pipeline": loaded.class_name,
@@ -92,6 +94,11 @@ def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pi
                       "config": json.loads(json.dumps(dict(pipe.scheduler.config), default=str)),
                       "compatible": compatible_names(pipe.scheduler)},
     }
+    from diffcli.run.single_file import describe, looks_single_file
+
+    if looks_single_file(preset.model):
+        info["single_file"] = describe(preset)
+    return info
 
 
 def _human(count: int | None) -> str:
@@ -112,6 +119,10 @@ def render(info: dict[str, Any]) -> None:
     console.print(f"[bold]{info['pipeline']}[/bold]  ({info['task']})  model: {info['model']}", highlight=False)
     console.print(f"device: {info['device']}  dtype: {info['dtype']}  "
                   f"parameters: {_human(info['total_parameters'])} ({info['total_parameters']:,})", highlight=False)
+    if info.get("single_file"):
+        found = info["single_file"]
+        console.print(f"single file: {found['architecture']} (diffusers' {found['model_type']}), "
+                      f"configs: {found['config']}", highlight=False, markup=False)
     if info["sample"]:
         console.print(f"sample size: {info['sample']['sample_size']}  channels: {info['sample']['in_channels']}",
                       highlight=False)

@@ -87,8 +87,15 @@ def read_model_index(model: str, preset: Preset, offline: bool) -> dict[str, Any
     A local folder's component configs are checked too (`check_component_configs`), and its weights
     must be safetensors unless pickle is allowed; nothing is imported or allocated on the way.
     """
+    from diffcli.run.single_file import looks_single_file, single_file_index
+
     local = Path(model).expanduser()
     shown = escape_control(model)
+    if looks_single_file(model):  # an original-layout checkpoint: configs from --config or diffcli's own
+        return single_file_index(preset)
+    if preset.config:
+        raise PresetError(f"--config is for single-file checkpoints; {shown} is a pipeline folder or hub id",
+                          hint="drop --config")
     if local.exists() or looks_like_path(model):
         if not local.is_dir():
             raise ModelError(f"model folder not found: {shown}", hint="check the path, or give a hub id like owner/name")
@@ -185,6 +192,8 @@ def _scheduler_for(pipe: Any, preset: Preset) -> Any:
 def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline: bool, task: str) -> Any:
     import diffusers
 
+    from diffcli.run.single_file import load_single_file, looks_single_file
+
     diffusers.utils.logging.disable_progress_bar()
     if os.environ.get("DIFFCLI_DEBUG", "") in ("", "0"):
         diffusers.utils.logging.set_verbosity(diffusers.utils.logging.CRITICAL)  # we report load errors ourselves
@@ -213,7 +222,10 @@ def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline:
         with warnings.catch_warnings():
             if os.environ.get("DIFFCLI_DEBUG", "") in ("", "0"):
                 warnings.simplefilter("ignore")  # huggingface_hub deprecation warnings: one line means one line
-            pipe = diffusers.DiffusionPipeline.from_pretrained(preset.model, **kwargs)
+            if looks_single_file(preset.model):
+                pipe = load_single_file(preset, index, dtype)
+            else:
+                pipe = diffusers.DiffusionPipeline.from_pretrained(preset.model, **kwargs)
     except Exception as err:  # noqa: BLE001 - map every loader failure to one message
         raise _load_error(preset, err, offline) from None
     return pipe

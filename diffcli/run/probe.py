@@ -38,6 +38,13 @@ def _config(model: str, subfolder: str, file_name: str, preset: Any, offline: bo
     return data
 
 
+def _config_root(preset: Any) -> str:
+    """Where the component configs are: the model itself, or a single-file checkpoint's config folder."""
+    from diffcli.run.single_file import detect, looks_single_file
+
+    return str(detect(preset).config) if looks_single_file(preset.model) else preset.model
+
+
 def _int(config: dict[str, Any], key: str, default: int) -> int:
     value = config.get(key, default)
     if isinstance(value, (list, tuple)) and value:
@@ -54,6 +61,7 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
     apply_offline(offline)
     quiet_libraries()
     index = read_model_index(preset.model, preset, offline)
+    root = _config_root(preset)
     task = task_of(index)
     class_name = str(index.get("_class_name", "?"))
     if wanted is not None:
@@ -67,11 +75,11 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
                          hint="upgrade diffusers, or check model_index.json")
     components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]}
     denoiser_name = "unet" if "unet" in components else "transformer"
-    denoiser = _config(preset.model, denoiser_name, "config.json", preset, offline)
+    denoiser = _config(root, denoiser_name, "config.json", preset, offline)
     decoder_name = "vae" if "vae" in components else ("vqvae" if "vqvae" in components else None)
     factor = 1
     if decoder_name is not None:
-        decoder = _config(preset.model, decoder_name, "config.json", preset, offline)
+        decoder = _config(root, decoder_name, "config.json", preset, offline)
         channels = decoder.get("block_out_channels") or [0]
         factor = 2 ** (len(channels) - 1) if isinstance(channels, list) and 0 < len(channels) <= 8 else 8
     sample = _int(denoiser, "sample_size", 64)
@@ -79,7 +87,7 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
     if not 1 <= side <= MAX_SIDE:
         raise ModelError(f"'{preset.model}': {denoiser_name} config asks for {side}-pixel images, "
                          f"more than diffcli allows ({MAX_SIDE})")
-    scheduler = _config(preset.model, "scheduler", "scheduler_config.json", preset, offline)
+    scheduler = _config(root, "scheduler", "scheduler_config.json", preset, offline)
     facts = ModelFacts(task=task, class_name=class_name, width=side, height=side,
                        size_multiple=math.lcm(8, factor) if task == "txt2img" else 1,
                        fixed_size=task == "unconditional", name=model_name(preset.model))

@@ -204,7 +204,7 @@ def test_bug12_arguments_a_pipeline_does_not_take_are_named():
     from diffcli.run.sampling import sample_txt2img
 
     class NoNegative:
-        scheduler = type("S", (), {"step": lambda *a, **k: None, "timesteps": []})()
+        scheduler = type("S", (), {"step": lambda *a, **k: None, "timesteps": [], "order": 1})()
 
         def __call__(self, prompt, num_inference_steps, output_type, generator=None):
             raise AssertionError("must not run")

@@ -142,6 +142,6 @@ def test_task_mismatch_is_a_model_error(tiny_ddpm, tiny_sd, tmp_path):
 
     with pytest.raises(ModelError, match="not a txt2img model"):
         run_txt2img(preset_for(tiny_ddpm, tmp_path), [PromptLine("a cat")])
-    with pytest.raises(ModelError, match="not a unconditional model"):
+    with pytest.raises(ModelError, match="not an unconditional model"):
         run_generation("unconditional", preset_for(tiny_sd, tmp_path), "unconditional")
     assert not (tmp_path / "out").exists()

@@ -176,3 +176,17 @@ def test_loras_key_validation():
             check_value("loras", bad)
     with pytest.raises(ValueError):
         check_value("lora_weight", 10.5)
+
+
+def test_vary_lora_weight_changes_weights_without_reloading(tiny_sd, loras, tmp_path):
+    doc = run_json("txt2img", "a cat", "--model", str(tiny_sd), "--steps", STEPS, "--seed", "4", "-b", "3",
+                   "--lora", str(loras["ink"]), "--vary", "lora_weight=0,0.5,1", "-o", str(tmp_path / "v"))
+    assert [entry["cell"] for entry in doc["images"]] == [{"lora_weight": w} for w in (0, 0.5, 1)]
+    plain = pixels(txt2img(tiny_sd, tmp_path / "plain")["images"][0]["path"])
+    assert np.abs(pixels(doc["images"][0]["path"]) - plain).max() <= 2
+    for entry, weight in zip(doc["images"][1:], (0.5, 1.0)):
+        reference = diffusers_image(tiny_sd, {"ink": (loras["ink"], weight)})
+        assert np.abs(pixels(entry["path"]) - reference).max() <= 2, weight
+        assert f"<lora:ink:{weight:g}>" in Image.open(entry["path"]).info["parameters"].splitlines()[0]
+    refused = invoke("txt2img", "a cat", "--model", str(tiny_sd), "--vary", "lora_weight=0,1", "-o", str(tmp_path / "r"))
+    assert refused.exit_code == 2 and "needs a LoRA" in refused.stderr

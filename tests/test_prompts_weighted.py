@@ -165,3 +165,11 @@ def test_plain_syntax_points_out_weights_and_bad_weight_is_exit_2(tiny_sd, tmp_p
                  "--device", "cpu", "--prompt-syntax", "weighted")
     assert bad.exit_code == 2 and bad.stderr.startswith("Error: prompt ") and "not a number" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_vary_prompt_syntax(tiny_sd, tmp_path):
+    doc = run_json("txt2img", "a (cat:1.5) playing", "--model", str(tiny_sd), "--steps", "2",
+                   "--vary", "prompt_syntax=plain,weighted", "-o", str(tmp_path / "v"))
+    first, second = (entry["path"] for entry in doc["images"])
+    assert not np.array_equal(pixels(first), pixels(second))
+    assert json.loads(Image.open(second).info["diffcli"])["preset"]["prompt_syntax"] == "weighted"

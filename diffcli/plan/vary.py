@@ -25,10 +25,10 @@ from diffcli.plan.suggest import suggest
 from diffcli.plan.text import one_line
 
 VARY_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "prompt", "negative_prompt", "width", "height",
-             "strength")
+             "strength", "lora_weight", "prompt_syntax")
 OPTION_PREFIX = "scheduler_options."
-TEXT_KEYS = ("scheduler", "prompt", "negative_prompt")  # values are taken as typed, not read as YAML
-PROMPT_ONLY = ("prompt", "negative_prompt", "guidance_scale")
+TEXT_KEYS = ("scheduler", "prompt", "negative_prompt", "prompt_syntax")  # values are taken as typed, not read as YAML
+PROMPT_ONLY = ("prompt", "negative_prompt", "guidance_scale", "prompt_syntax")
 MODEL_KEYS = ("model", "revision", "variant", "task", "allow_pickle", "safety_checker")
 MAX_AXES = 3
 MAX_VALUES = 100
@@ -158,6 +158,8 @@ def expand(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None, axes:
                 raise PresetError(f"--vary {key}: this unconditional model takes no prompt or guidance")
     if "strength" in varied and not preset.init_image:
         raise PresetError("--vary strength: needs an init image (diffcli img2img INIT_IMAGE ...)")
+    if "lora_weight" in varied and not preset.loras:
+        raise PresetError("--vary lora_weight: needs a LoRA (--lora PATH)")
     if "prompt" in varied and lines and any(line.line for line in lines):
         raise PresetError("--vary prompt gives the prompts: drop --prompts-file")
     if facts.task == "txt2img" and not lines and "prompt" not in varied:

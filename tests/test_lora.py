@@ -190,3 +190,16 @@ def test_vary_lora_weight_changes_weights_without_reloading(tiny_sd, loras, tmp_
         assert f"<lora:ink:{weight:g}>" in Image.open(entry["path"]).info["parameters"].splitlines()[0]
     refused = invoke("txt2img", "a cat", "--model", str(tiny_sd), "--vary", "lora_weight=0,1", "-o", str(tmp_path / "r"))
     assert refused.exit_code == 2 and "needs a LoRA" in refused.stderr
+
+
+def test_prompts_file_line_sets_lora_weight(tiny_sd, loras, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a cat", "lora_weight": 0}\n{"prompt": "a cat", "seed": 4}\n', encoding="utf-8")
+    doc = run_json("txt2img", "--prompts-file", str(prompts), "--model", str(tiny_sd), "--steps", STEPS, "--seed", "4",
+                   "--lora", f"{loras['ink']}:0.8", "-o", str(tmp_path / "f"))
+    assert [entry["loras"] for entry in doc["images"]] == [[{"name": "ink", "weight": 0.0}],
+                                                           [{"name": "ink", "weight": 0.8}]]
+    plain = pixels(txt2img(tiny_sd, tmp_path / "plain")["images"][0]["path"])
+    assert np.abs(pixels(doc["images"][0]["path"]) - plain).max() <= 2
+    reference = diffusers_image(tiny_sd, {"ink": (loras["ink"], 0.8)})
+    assert np.abs(pixels(doc["images"][1]["path"]) - reference).max() <= 2

@@ -1,0 +1,152 @@
+"""The hostile battery's one runner: run `python -m diffcli` in a case folder and check the contract.
+
+Every case checks the exit code; on failure exactly one stderr line `Error: ...` without control
+characters; with `--json` exactly one JSON document on stdout whose status and exit code agree;
+no new file outside the output folder; no `.diffcli-tmp-*` / `.diffcli-lock-*` file left anywhere
+under the case folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.conftest import REPO
+
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+LEFTOVER = re.compile(r"^\.diffcli-(tmp|lock)-")
+
+
+@dataclass
+class Case:
+    """One hostile run, as data: `prepare(folder)` makes the inputs, `args` may name `{dir}` (the case folder)."""
+
+    id: str
+    args: list[str]
+    code: int
+    says: str = ""  # substring of the Error line (or, with code 0, of stdout)
+    prepare: Callable[[Path], None] | None = None
+    output: str = "out"  # the only place new files may appear (relative to the case folder)
+    check: Callable[[Path, dict[str, Any]], None] | None = None  # extra checks: (folder, document)
+    seconds: float = 120.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of every diffcli subprocess: source tree first, one thread, no network."""
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def start(args: list[str], cwd: Path, **popen: Any) -> subprocess.Popen:
+    """Start diffcli with SIGINT at its default (a shell's job would have it), pipes for both streams."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    env = child_env(**popen.pop("env", {}))
+    return subprocess.Popen([sys.executable, "-m", "diffcli", *args], cwd=cwd, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
+
+
+def run(args: list[str], cwd: Path, timeout: float = 120.0, **popen: Any) -> subprocess.CompletedProcess:
+    proc = start(args, cwd, **popen)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out or "", err or "")
+
+
+def snapshot(root: Path) -> set[str]:
+    """Every path under `root` (files, folders, links; links not followed)."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            found.add(os.path.relpath(os.path.join(folder, name), root))
+    return found
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(path for path in snapshot(root) if LEFTOVER.match(os.path.basename(path)))
+
+
+def one_error_line(stderr: str, says: str = "") -> str:
+    """Exactly one stderr line, `Error: ...`, containing `says`, with no control characters."""
+    text = stderr.rstrip("\n")
+    assert not CONTROL.search(text), repr(stderr[-2000:])
+    lines = text.split("\n")
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr[-3000:]
+    assert says in lines[0], lines[0]
+    return lines[0]
+
+
+def one_document(stdout: str, code: int) -> dict[str, Any]:
+    """Exactly one JSON document; its status and error exit code agree with the process's."""
+    doc = json.loads(stdout)  # "Extra data" if there were two
+    assert isinstance(doc, dict), stdout[:500]
+    status = "ok" if code == 0 else "interrupted" if code in (130, 143) else "error"
+    assert doc.get("status") == status, (status, stdout[:2000])
+    if code != 0:
+        assert doc["error"]["exit_code"] == code, doc["error"]
+        assert not CONTROL.search(doc["error"]["message"]), doc["error"]
+    return doc
+
+
+def check_result(result: subprocess.CompletedProcess, code: int, says: str = "",
+                 as_json: bool = True) -> dict[str, Any]:
+    """The exit code, the stderr line and (with --json) the document; returns the document ({} without)."""
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:], result.stdout[-1000:])
+    if code != 0:
+        one_error_line(result.stderr, says)
+    else:
+        assert "Error" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    doc = one_document(result.stdout, code) if as_json else {}
+    if code == 0 and says:
+        assert says in result.stdout, result.stdout[-2000:]
+    return doc
+
+
+def check_files(root: Path, before: set[str], output: str) -> None:
+    """New paths only inside `output`; no temp or lock file anywhere under `root`."""
+    outside = sorted(p for p in snapshot(root) - before if p != output and not p.startswith(output + os.sep))
+    assert outside == [], outside
+    assert leftovers(root) == [], leftovers(root)
+
+
+def run_case(case: Case, folder: Path) -> dict[str, Any]:
+    """Prepare, run with --json, and check everything; returns the document."""
+    if case.prepare is not None:
+        case.prepare(folder)
+    before = snapshot(folder)
+    args = [arg.replace("{dir}", str(folder)) for arg in case.args]
+    if "--json" not in args:
+        args.append("--json")
+    started = time.monotonic()
+    result = run(args, folder, timeout=case.seconds, env=case.env)
+    doc = check_result(result, case.code, case.says)
+    assert time.monotonic() - started < case.seconds
+    check_files(folder, before, case.output)
+    if case.check is not None:
+        case.check(folder, doc)
+    return doc
+
+
+def pngs(folder: Path) -> list[str]:
+    """Names of the PNG files in `folder`, each verified as a whole PNG."""
+    from PIL import Image
+
+    names = []
+    for path in sorted(folder.glob("*.png")):
+        with Image.open(path) as image:
+            image.verify()
+        names.append(path.name)
+    return names

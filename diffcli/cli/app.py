@@ -112,7 +112,8 @@ def schedulers_list(as_json: JsonOpt = False, *, emitter: Emitter) -> None:
 @app.command("inspect")
 @guarded
 def inspect_cmd(
-    target: Annotated[str, typer.Argument(help="Preset name, preset file, local pipeline folder or hub id.")],
+    target: Annotated[str, typer.Argument(
+        help="Preset name, preset file, local pipeline folder, single-file checkpoint or hub id.")],
     sets: SetOpt = None, offline: OfflineOpt = False, allow_pickle: PickleOpt = False, as_json: JsonOpt = False,
     *, emitter: Emitter,
 ) -> None:
@@ -125,6 +126,8 @@ def inspect_cmd(
       diffcli inspect ./my-pipeline --json
 
       diffcli inspect google/ddpm-cifar10-32 --offline
+
+      diffcli inspect model.safetensors    # single file: says which architecture was detected
     """
     from diffcli.run.inspection import inspect_target, render
 

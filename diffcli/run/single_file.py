@@ -143,16 +143,12 @@ def clip_vocabulary() -> tuple[dict[str, int], str]:
     """(vocab.json, merges.txt) of the CLIP tokenizer, from the shipped merges (configs/README.md)."""
     import gzip
 
-    from diffcli.builtin.tokenizer import bytes_to_unicode
+    from diffcli.plan.clip_bpe import clip_vocab
     from diffcli.plan.resources import shipped_configs_dir
 
     with gzip.open(shipped_configs_dir() / "clip" / "merges.txt.gz", "rb") as handle:
         merges_text = handle.read(MAX_MERGES_BYTES).decode("utf-8")
-    merges = [line for line in merges_text.split("\n")[1:] if line]
-    symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [symbol + "</w>" for symbol in symbols] + [m.replace(" ", "") for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(tokens)}, merges_text
+    return clip_vocab([line for line in merges_text.split("\n")[1:] if line]), merges_text
 
 
 _LAID_OUT: dict[str, Path] = {}

@@ -1,28 +1,47 @@
 """`python -m diffcli` entry point (also what `accelerate launch -m diffcli` runs).
 
-Ctrl-C is answered with one line and exit 130 from the first instruction on, before the
-(slower) imports of the app.
+Ctrl-C (and SIGTERM) is answered with one line, one JSON document with `--json`, and exit
+130 (143) from the first instruction on, before the (slower) imports of the app; `run_app`
+takes over once its boundary is in place.
 """
 
 import os
 import signal
 import sys
 
+_EARLY_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-def _early_interrupt(_signum, _frame):  # type: ignore[no-untyped-def]
-    if "--json" in sys.argv[1:]:
-        os.write(1, b'{"status": "interrupted", "error": {"exit_code": 130, "message": "interrupted"}}\n')
-    os.write(2, b"Error: interrupted\n")
-    os._exit(130)
+
+def _early_interrupt(signum, _frame):  # type: ignore[no-untyped-def]
+    code = _EARLY_CODES.get(signum, 130)
+    if os.environ.get("RANK", "0").strip() in ("", "0"):  # under a launcher only rank 0 speaks
+        try:
+            if "--json" in sys.argv[1:]:
+                os.write(1, b'{"status": "interrupted", "error": {"exit_code": %d, "message": "interrupted"}}\n' % code)
+            os.write(2, b"Error: interrupted\n")
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _reserve_standard_fds() -> None:
+    """Point a closed stdin/stdout/stderr at /dev/null, so no file diffcli opens takes its number
+    (a stray write to fd 1 must not land in a weights or image file)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
 
 
 def main() -> None:
-    """Install the early Ctrl-C answer, then run the app (which installs its own)."""
-    previous = signal.signal(signal.SIGINT, _early_interrupt)
+    """Install the early signal answers, then run the app (which installs its own)."""
+    _reserve_standard_fds()
+    for signum in _EARLY_CODES:
+        signal.signal(signum, _early_interrupt)
     from diffcli.cli.app import app
     from diffcli.cli.entry import run_app
 
-    signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
     run_app(app)
 
 

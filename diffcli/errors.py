@@ -62,3 +62,38 @@ class Interrupted(DiffcliError):
         super().__init__(f"interrupted by {signal_name}; finished images were kept")
         self.exit_code = exit_code
         self.report = report
+
+
+class Terminated(KeyboardInterrupt):
+    """What the SIGTERM handler raises: a KeyboardInterrupt, so library code that wraps any
+    Exception (diffusers' lazy imports, hub imports) lets it through like Ctrl-C."""
+
+
+def interrupted_by(err: BaseException, report: Any = None) -> Interrupted:
+    """The Interrupted error for a KeyboardInterrupt (SIGINT, 130) or a Terminated (SIGTERM, 143)."""
+    if isinstance(err, Terminated):
+        return Interrupted("SIGTERM", ExitCode.TERMINATED, report)
+    return Interrupted(report=report)
+
+
+_signals: list[ExitCode] = []  # what the boundary's signal handlers received in this process
+
+
+def signal_received(code: ExitCode) -> BaseException:
+    """Record a SIGINT (130) or SIGTERM (143) and return the exception its handler raises."""
+    _signals.append(code)
+    return Terminated() if code == ExitCode.TERMINATED else KeyboardInterrupt()
+
+
+def pending_interrupt(report: Any = None) -> Interrupted | None:
+    """The Interrupted for a signal received earlier, if any: library code can swallow the
+    KeyboardInterrupt or turn it into another error (a half-imported numpy, a wrapped import)."""
+    if not _signals:
+        return None
+    return interrupted_by(Terminated() if _signals[-1] == ExitCode.TERMINATED else KeyboardInterrupt(), report)
+
+
+def raise_if_signalled() -> None:
+    """At a safe point (each denoising step): re-raise a signal that library code swallowed."""
+    if _signals:
+        raise Terminated() if _signals[-1] == ExitCode.TERMINATED else KeyboardInterrupt()

@@ -51,8 +51,15 @@ def start(args: list[str], cwd: Path, **popen: Any) -> subprocess.Popen:
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
     env = child_env(**popen.pop("env", {}))
-    return subprocess.Popen([sys.executable, "-m", "diffcli", *args], cwd=cwd, env=env, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
+    also = popen.pop("before_exec", None)
+
+    def before_exec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if also is not None:
+            also()
+
+    command = popen.pop("command", [sys.executable, "-m", "diffcli"])
+    return subprocess.Popen([*command, *args], cwd=cwd, env=env, text=True, preexec_fn=before_exec, **popen)
 
 
 def run(args: list[str], cwd: Path, timeout: float = 120.0, **popen: Any) -> subprocess.CompletedProcess:
@@ -122,12 +129,19 @@ def check_files(root: Path, before: set[str], output: str) -> None:
     assert leftovers(root) == [], leftovers(root)
 
 
-def run_case(case: Case, folder: Path) -> dict[str, Any]:
+def fill(args: list[str], folder: Path, **values: Any) -> list[str]:
+    """`{dir}` → the case folder, `{name}` → values[name]."""
+    for key, value in {"dir": folder, **values}.items():
+        args = [arg.replace("{" + key + "}", str(value)) for arg in args]
+    return args
+
+
+def run_case(case: Case, folder: Path, **values: Any) -> dict[str, Any]:
     """Prepare, run with --json, and check everything; returns the document."""
     if case.prepare is not None:
         case.prepare(folder)
     before = snapshot(folder)
-    args = [arg.replace("{dir}", str(folder)) for arg in case.args]
+    args = fill(case.args, folder, **values)
     if "--json" not in args:
         args.append("--json")
     started = time.monotonic()
@@ -140,12 +154,14 @@ def run_case(case: Case, folder: Path) -> dict[str, Any]:
     return doc
 
 
-def pngs(folder: Path) -> list[str]:
-    """Names of the PNG files in `folder`, each verified as a whole PNG."""
+def pngs(folder: Path, only: list[str] | None = None) -> list[str]:
+    """Names of the PNG files in `folder` (or those of `only` that exist), each verified as a whole PNG."""
     from PIL import Image
 
     names = []
     for path in sorted(folder.glob("*.png")):
+        if only is not None and path.name not in only:
+            continue
         with Image.open(path) as image:
             image.verify()
         names.append(path.name)

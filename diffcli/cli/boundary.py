@@ -11,12 +11,13 @@ import functools
 import os
 import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import typer
 
 from diffcli.cli.emit import Emitter, StdoutError
-from diffcli.errors import DiffcliError, ExitCode, Interrupted
+from diffcli.errors import DiffcliError, ExitCode, interrupted_by, pending_interrupt, signal_received
 
 OOM_HINT = ("use a smaller --batch-size or --width/--height, or set cpu_offload: model, vae_tiling: true, "
             "vae_slicing: true")
@@ -58,21 +59,23 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         run = kwargs.get("run") or {}
         emitter = Emitter(bool(kwargs.get("as_json") or run.get("as_json")),
                           bool(kwargs.get("quiet") or run.get("quiet")))
-        install_sigterm()
+        install_signals()
         if wants_emitter:
             kwargs["emitter"] = emitter
         try:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
-        except KeyboardInterrupt:
-            fail(emitter, Interrupted())
-        except (BrokenPipeError, StdoutError):
+        except KeyboardInterrupt as err:
+            fail(emitter, interrupted_by(err))
+        except StdoutError:
             raise
+        except BrokenPipeError as err:  # as a StdoutError: click would make any OSError a silent exit 1
+            raise StdoutError(err) from None
         except Exception as err:  # noqa: BLE001 - the boundary
             if debug():
                 raise
-            fail(emitter, err)
+            fail(emitter, pending_interrupt(getattr(err, "report", None)) or err)
 
     signature = inspect.signature(func, eval_str=True)
     wrapper.__annotations__ = {}  # the signature below carries the evaluated annotations
@@ -88,13 +91,33 @@ def fail(emitter: Emitter, err: BaseException) -> None:
     raise typer.Exit(code)
 
 
-def install_sigterm() -> None:
-    """SIGTERM ends a run like Ctrl-C (exit 143, finished files kept)."""
+def install_signals() -> None:
+    """SIGINT ends a run with exit 130 and SIGTERM like it with 143, finished files kept; each is
+    recorded, so an error that library code makes of it is still reported as the interrupt.
 
-    def handler(_signum: int, _frame: Any) -> None:
-        raise Interrupted("SIGTERM", ExitCode.TERMINATED)
+    A signal that arrives while a module is being imported is delivered again 20 ms later: an
+    exception raised there can abort the process (a C++ extension calling back into Python), be
+    swallowed (an import-lock callback) or leave a half-imported module behind.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        if _inside_import(frame):
+            timer = threading.Timer(0.02, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
+            return
+        raise signal_received(ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
 
     try:
+        signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. a test runner's worker)
         pass
+
+
+def _inside_import(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False

@@ -14,6 +14,13 @@ from typing import Any
 
 from diffcli.plan.text import escape_control
 
+_spoken: list[bool] = []  # set once any emitter has printed its document or error in this process
+
+
+def spoken() -> bool:
+    """True once a result or an error was printed (so the process boundary adds nothing)."""
+    return bool(_spoken)
+
 
 def is_main_process() -> bool:
     """Rank 0, or the only process (read from the launcher's environment; no torch import)."""
@@ -47,6 +54,7 @@ class Emitter:
         if not self.main or self.done:
             return
         self.done = True
+        _spoken.append(True)
         if self.as_json:
             _write(sys.stdout, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
         else:
@@ -57,31 +65,41 @@ class Emitter:
         if not self.main or self.done:
             return
         one_line = escape_control(message)
-        _write(sys.stderr, f"Error: {one_line}\n")
-        if self.as_json:
-            data = dict(report or {})
-            status = "interrupted" if code in (130, 143) else "error"
-            data.update(status=status, error={"exit_code": int(code), "message": one_line})
+        _spoken.append(True)
+        if not self.as_json:
+            _write(sys.stderr, f"Error: {one_line}\n")
+            self.done = True
+            return
+        data = dict(report or {})
+        status = "interrupted" if code in (130, 143) else "error"
+        data.update(status=status, error={"exit_code": int(code), "message": one_line})
+        try:
             self.document(data)
-        self.done = True
+        except StdoutError as err:  # still one line: the error, and why no document came (not for a closed pipe)
+            why = "" if err.errno == errno.EPIPE else f" (and the JSON document could not be written: {err})"
+            _write(sys.stderr, f"Error: {one_line}{why}\n")
+            err.reported = True
+            raise
+        _write(sys.stderr, f"Error: {one_line}\n")
 
 
 def _write(stream: Any, text: str) -> None:
-    """Write and flush; a closed pipe or a full device becomes the exceptions `main` maps."""
+    """Write and flush; on stdout a closed pipe or a full device becomes a StdoutError (not an OSError,
+    which click would turn into a silent exit 1); on stderr a failure is dropped: there is nowhere
+    left to say it, and the exit code still does."""
     try:
         stream.write(text)
         stream.flush()
-    except BrokenPipeError:
-        raise
     except OSError as err:
-        if err.errno == errno.EPIPE:
-            raise BrokenPipeError(errno.EPIPE, "broken pipe") from None
+        if stream is sys.stderr:
+            return
         raise StdoutError(err) from None
 
 
 class StdoutError(Exception):
-    """Writing the result failed (stdout full or unwritable): exit 4."""
+    """Writing the result failed: the reader went away (EPIPE, exit 141) or stdout is full or unwritable (exit 4)."""
 
     def __init__(self, err: OSError) -> None:
         super().__init__(err.strerror or str(err))
         self.errno = err.errno
+        self.reported = False  # True when the stderr line already said it

@@ -7,6 +7,8 @@ exit code (one JSON document too when `--json` was asked for).
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
 from typing import Any
@@ -19,8 +21,10 @@ def _wants_json(argv: list[str]) -> bool:
 
 
 def _error(message: str, code: int, as_json: bool) -> int:
-    from diffcli.cli.emit import Emitter
+    from diffcli.cli.emit import Emitter, spoken
 
+    if spoken():  # the command already printed its document or error: say nothing twice
+        return code
     try:
         Emitter(as_json=as_json).error(message, code)
     except BrokenPipeError:
@@ -28,6 +32,20 @@ def _error(message: str, code: int, as_json: bool) -> int:
     except Exception:  # noqa: BLE001 - stdout unusable: the stderr line is what is left
         pass
     return code
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # stderr unusable too: the exit code is what is left
+        pass
+
+
+class _ClosedStdout(io.TextIOBase):
+    """What sys.stdout is when the process started with it closed."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
 
 
 def _broken_pipe() -> int:
@@ -44,7 +62,9 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
     """Run the Typer app without click's own exit handling, and exit with the right code."""
     import typer
 
+    from diffcli.cli.boundary import install_signals
     from diffcli.cli.emit import StdoutError
+    from diffcli.errors import pending_interrupt
 
     try:  # typer vendors click; its exceptions are typer's own classes
         from typer._click import exceptions as click_exceptions
@@ -53,9 +73,17 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     as_json = _wants_json(args)
+    if sys.stdout is None:  # started with stdout closed: writing the result fails (exit 4), not a crash
+        sys.stdout = _ClosedStdout()
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     try:
+        install_signals()  # from here a signal is answered below (or by the command's boundary)
         code = app(args=args, prog_name="diffcli", standalone_mode=False)
         code = code if isinstance(code, int) else 0
+        if code == 130:  # typer turns a signal outside a command into a silent 130
+            pending = pending_interrupt()
+            code = _error("interrupted", int(pending.exit_code) if pending else 130, as_json)
     except typer.Exit as done:
         code = done.exit_code
     except click_exceptions.NoArgsIsHelpError as err:
@@ -69,13 +97,19 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
         code = _error(message + " (see --help)", 2, as_json)
     except typer.Abort:
         code = _error("interrupted", 130, as_json)
-    except KeyboardInterrupt:
-        code = _error("interrupted", 130, as_json)
+    except KeyboardInterrupt as err:
+        from diffcli.errors import Terminated
+
+        code = _error("interrupted", 143 if isinstance(err, Terminated) else 130, as_json)
     except BrokenPipeError:
         code = _broken_pipe()
     except StdoutError as err:
-        print(f"Error: cannot write the result to stdout: {err}", file=sys.stderr, flush=True)
-        code = 4
+        if err.errno == errno.EPIPE:
+            code = _broken_pipe()
+        else:
+            if not err.reported:
+                _say(f"Error: cannot write the result to stdout: {err}")
+            code = 4
     except Exception as err:  # noqa: BLE001 - outside any command: still one line, never a traceback
         from diffcli.cli.boundary import debug, describe
 
@@ -89,4 +123,23 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
         code = _broken_pipe()
     except OSError:
         code = code or 4
+    if code in (130, 143):
+        _exit_interrupted(code)
     sys.exit(code)
+
+
+def _exit_interrupted(code: int) -> None:
+    """Exit with exactly `code`. A Ctrl-C that lands inside `exec()` of a string (dataclasses and
+    namedtuple do that while modules import) marks it unhandled in CPython, whose normal exit then
+    re-raises SIGINT (status -2) even though the boundary answered it."""
+    import atexit
+
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    try:
+        if run_exit_functions is not None:
+            run_exit_functions()
+        sys.stderr.flush()
+        sys.stdout.flush()
+    except BaseException:  # noqa: BLE001 - exiting anyway; the code is what counts now
+        pass
+    os._exit(code)

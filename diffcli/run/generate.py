@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffcli.errors import DiffcliError, Interrupted, OutputError
+from diffcli.errors import DiffcliError, Interrupted, OutputError, interrupted_by, raise_if_signalled
 from diffcli.plan.items import Item
 from diffcli.sinks.base import RunInfo, Sinks
 from diffcli.sinks.folder import OutputFolder
@@ -95,9 +95,9 @@ def execute(command: str, task: str, preset: Any, items: list[Item], folder: Out
             failure = err
         if ranks is not None:
             report = _gather(ranks, report, failure)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         report.status = "interrupted"
-        raise Interrupted(report=report) from None
+        raise interrupted_by(err, report) from None
     except DiffcliError as err:
         report.status = "interrupted" if isinstance(err, Interrupted) else "error"
         err.report = err.report or report
@@ -154,15 +154,19 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
             switch.use(batch[0])  # a --vary cell's scheduler, built with from_config (no reload)
             generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
             images = sample_batch(loaded.pipe, task, batch, generators,
-                                  lambda step, batch=batch: fan.on_step(batch, step), want_x0)
+                                  lambda step, batch=batch: raise_if_signalled() or fan.on_step(batch, step), want_x0)
             from diffcli.sinks.pixels import to_uint8
 
             fan.on_images(batch, to_uint8(images))
         completed = True
     finally:
+        fan.entries = {}
         try:
             switch.restore()
             _merge(report, fan.close(completed))
+        except BaseException:
+            _merge(report, fan.entries)  # what the sinks that closed wrote is still reported
+            raise
         finally:
             report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)
 

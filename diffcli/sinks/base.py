@@ -56,8 +56,12 @@ class Sinks:
             sink.on_images(batch, pixels)
 
     def close(self, completed: bool) -> dict[str, list[dict[str, Any]]]:
-        """Close every sink (all of them, even if one fails); merged entries; re-raise the first error."""
+        """Close every sink (all of them, even if one fails); merged entries; re-raise the first error.
+
+        The entries of the sinks that closed stay in `self.entries` when one fails (the files they
+        list were written: the report still names them)."""
         entries: dict[str, list[dict[str, Any]]] = {}
+        self.entries = entries
         error: BaseException | None = None
         for sink in self.sinks:
             try:

@@ -49,8 +49,15 @@ class OutputFolder:
             return
         if any(len(os.fsencode(part)) > 255 for part in self._root.parts):
             raise describe(OSError(errno.ENAMETOOLONG, "File name too long"), self._root)
-        if self._root.exists() and not self._root.is_dir():
+        try:
+            exists, is_dir, is_link = self._root.exists(), self._root.is_dir(), self._root.is_symlink()
+        except OSError as err:  # a path longer than the system allows (ENAMETOOLONG), ...
+            raise describe(err, self._root) from None
+        if exists and not is_dir:
             raise OutputError(f"output path is a file, not a folder: {self._show(self._root)}",
+                              hint="choose another --output")
+        if is_link and not exists:
+            raise OutputError(f"output path is a broken symbolic link: {self._show(self._root)}",
                               hint="choose another --output")
 
     @property

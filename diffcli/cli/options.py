@@ -18,7 +18,7 @@ from typing_extensions import Annotated
 from diffcli.plan.keys import KEYS
 
 GENERATION_KEYS = ("model", "config", "scheduler", "steps", "seed", "num_images", "batch_size", "device", "dtype", "every",
-                   "output", "grid", "gallery", "offline", "allow_pickle", "threads")
+                   "output", "grid", "gallery", "offline", "allow_pickle", "threads", "step_cache", "backend")
 PROMPT_KEYS = ("negative_prompt", "guidance_scale", "width", "height", "prompt_syntax", "loras", "lora_weight")
 TRACE_KEYS = ("show", "animation", "frame_duration")
 

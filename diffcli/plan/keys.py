@@ -20,7 +20,8 @@ DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps"
 
 # Keys that decide trust or resources: replay never takes them from an image's metadata.
 TRUST_KEYS = frozenset({"allow_pickle", "offline", "output", "threads", "device", "dtype", "cpu_offload", "compile",
-                        "attention_backend", "channels_last", "vae_tiling", "vae_slicing", "batch_size"})
+                        "attention_backend", "channels_last", "vae_tiling", "vae_slicing", "batch_size",
+                        "backend"})
 # Keys a prompts-file line (or a --vary axis) may set per image.
 PER_IMAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength",
                   "lora_weight")
@@ -133,6 +134,11 @@ KEY_TABLE: tuple[Key, ...] = (
        choices=("none", "model", "sequential")),
     _k("vae_tiling", bool, False, "Decode with a tiled VAE (less memory)."),
     _k("vae_slicing", bool, False, "Decode one image at a time (less memory)."),
+    _k("step_cache", int, 1, "Step caching (DeepCache): the UNet's deep blocks run on 1 of every N calls, the "
+       "others reuse their features (1: off; UNet pipelines).", low=1, high=10, flag="--step-cache"),
+    _k("backend", str, "torch", "Denoiser runtime: torch | openvino (CPU; the UNet converted once for the run's "
+       "shapes and cached on disk; needs `pip install \"diffcli[openvino]\"`).", choices=("torch", "openvino"),
+       flag="--backend"),
 )
 KEYS: dict[str, Key] = {key.name: key for key in KEY_TABLE}
 FILE_ONLY_KEYS = ("extends",)

@@ -14,7 +14,7 @@ def denoiser_of(pipe: Any) -> Any:
 
 
 def apply_levers(pipe: Any, preset: Preset, device: Any) -> None:
-    """Apply channels_last, attention backend, VAE tiling/slicing, CPU offload and compile."""
+    """Apply channels_last, attention backend, VAE tiling/slicing, CPU offload, step caching, backend, compile."""
     import torch
 
     denoiser = denoiser_of(pipe)
@@ -41,6 +41,18 @@ def apply_levers(pipe: Any, preset: Preset, device: Any) -> None:
                               hint="set cpu_offload: none on CPU")
         method = "enable_model_cpu_offload" if preset.cpu_offload == "model" else "enable_sequential_cpu_offload"
         getattr(pipe, method)(device=device)
+    if preset.step_cache > 1:  # after LoRAs; refused with compile (its branching would recompile the graph)
+        from diffcli.run.step_cache import enable_step_cache
+
+        if preset.compile != "none":
+            raise PresetError(f"step_cache: {preset.step_cache}: not with compile: {preset.compile}",
+                              hint="set step_cache: 1 or compile: none")
+        if preset.backend == "torch":  # the openvino backend refuses it itself
+            enable_step_cache(pipe, preset.step_cache)
+    if preset.backend == "openvino":
+        from diffcli.run.openvino_backend import use_openvino
+
+        use_openvino(pipe, preset, device)
     if preset.compile != "none" and denoiser is not None:
         mode = None if preset.compile == "default" else preset.compile
         compiled = torch.compile(denoiser, mode=mode)

@@ -109,7 +109,10 @@ def sample_unconditional(pipe: Any, steps: int, generators: list[Any], on_step: 
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
+    from diffcli.run.step_cache import reset_step_cache
+
     unet, scheduler = pipe.unet, pipe.scheduler
+    reset_step_cache(unet)  # a new run starts with a full UNet call
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     device = pipe._execution_device
@@ -152,6 +155,9 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
     """
     import torch
 
+    from diffcli.run.step_cache import reset_step_cache
+
+    reset_step_cache(getattr(pipe, "unet", None))  # a new run starts with a full UNet call
     run_steps = steps if run_steps is None else run_steps
     tracker = StepTracker(pipe.scheduler, run_steps, on_step, want_x0,
                           skip_calls=(steps - run_steps) * pipe.scheduler.order)

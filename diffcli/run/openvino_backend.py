@@ -1,0 +1,159 @@
+"""OpenVINO backend: the pipeline's UNet converted with OpenVINO's converter and run by its CPU plugin.
+
+`use_openvino(pipe, preset, device)` swaps `pipe.unet` for `OpenVINOUNet`, a torch module that
+keeps the UNet's `config`, `dtype` and `device` and answers each call from an OpenVINO model
+compiled for that call's static shapes (batch with CFG, latent size, text length). The
+pipeline's own loop, scheduler and callbacks run unchanged. Converted models are cached on disk
+(`ov_cache.py`), so each shape is converted once per model and library versions. Imported only
+for `backend: openvino`: the torch path never imports openvino.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffcli.errors import ModelError, PresetError
+
+SUPPORTED = ("UNet2DConditionModel", "UNet2DModel")
+STATS = {"conversions": 0, "disk_hits": 0, "compile_s": 0.0}  # this process's counts (tests, benchmarks)
+
+
+def import_openvino() -> Any:
+    """The `openvino` module, or a PresetError saying how to install it."""
+    try:
+        import openvino
+    except ImportError as err:
+        raise PresetError(f"backend: openvino: the openvino package cannot be imported ({err})",
+                          hint='pip install "diffcli[openvino]", or set backend: torch') from None
+    return openvino
+
+
+def check_openvino(pipe: Any, preset: Any, device: Any) -> Any:
+    """The UNet to convert, or a PresetError saying why this run cannot use the OpenVINO backend."""
+    unet = getattr(pipe, "unet", None)
+    name = type(unet).__name__ if unet is not None else type(getattr(pipe, "transformer", None)).__name__
+    refusals = [
+        (unet is None or name not in SUPPORTED, f"supports {' and '.join(SUPPORTED)} denoisers, not {name}"),
+        (device.type != "cpu", f"runs on the CPU (device is {device.type})"),
+        (unet is not None and unet.dtype != torch.float32, "runs float32 (set dtype: float32 or auto)"),
+        (preset.compile != "none", "replaces torch.compile (set compile: none)"),
+        (bool(preset.loras), "cannot follow LoRA weights (the converted UNet has fixed weights)"),
+        (preset.step_cache > 1, "runs the whole UNet each call (set step_cache: 1)"),
+    ]
+    config = getattr(unet, "config", {}) or {}
+    extra = [k for k in ("addition_embed_type", "class_embed_type", "time_cond_proj_dim", "num_class_embeds",
+                         "encoder_hid_dim_type") if config.get(k) is not None]
+    refusals.append((bool(extra), f"takes no UNet with {', '.join(extra)} (extra conditioning inputs)"))
+    for refused, why in refusals:
+        if refused:
+            raise PresetError(f"backend: openvino: {why}", hint="use backend: torch for this run")
+    return unet
+
+
+def use_openvino(pipe: Any, preset: Any, device: Any) -> "OpenVINOUNet":
+    """Replace `pipe.unet` with the OpenVINO-backed module (conversion happens at its first call)."""
+    unet = check_openvino(pipe, preset, device)
+    import_openvino()
+    shim = OpenVINOUNet(unet, source={"model": preset.model, "revision": preset.revision, "variant": preset.variant})
+    pipe.unet = shim
+    return shim
+
+
+class OpenVINOUNet(torch.nn.Module):
+    """A UNet stand-in: same `config`/`dtype`/`device`, forward answered by compiled OpenVINO models."""
+
+    def __init__(self, unet: Any, source: dict[str, Any]) -> None:
+        super().__init__()
+        self.original = unet.eval()
+        self.config = unet.config
+        self.conditional = type(unet).__name__ == "UNet2DConditionModel"
+        self.source = source
+        self._compiled: dict[tuple[Any, ...], Any] = {}
+
+    @property
+    def dtype(self) -> Any:
+        return self.original.dtype
+
+    @property
+    def device(self) -> Any:
+        return self.original.device
+
+    def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any = None, *args: Any,
+                return_dict: bool = True, **kwargs: Any) -> Any:
+        unused = [k for k, v in kwargs.items() if v not in (None, {}) and k != "class_labels"] + (
+            ["positional arguments"] if args else [])
+        if unused or kwargs.get("class_labels") is not None:
+            raise PresetError(f"backend: openvino: the pipeline passes {', '.join(unused or ['class_labels'])} "
+                              "to its UNet, which the converted UNet does not take",
+                              hint="use backend: torch for this model")
+        inputs = [_array(sample), np.asarray(_timestep(timestep), dtype=np.float32)]
+        if self.conditional:
+            inputs.append(_array(encoder_hidden_states))
+        compiled = self._model_for(inputs)
+        out = torch.from_numpy(compiled(inputs)[0]).to(sample.dtype)
+        if not return_dict:
+            return (out,)
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        return UNet2DOutput(sample=out)
+
+    def _model_for(self, inputs: list[np.ndarray]) -> Any:
+        shapes = tuple(tuple(a.shape) for a in inputs)
+        if shapes not in self._compiled:
+            from diffcli.run.ov_cache import cache_key, load_or_convert
+
+            ov = import_openvino()
+            key = cache_key(self.original, self.source, shapes, ov.__version__)
+            model, converted = load_or_convert(ov, key, lambda: self._convert(ov, inputs))
+            STATS["conversions" if converted else "disk_hits"] += 1
+            started = time.perf_counter()
+            self._compiled[shapes] = ov.Core().compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+            STATS["compile_s"] += time.perf_counter() - started
+        return self._compiled[shapes]
+
+    def _convert(self, ov: Any, inputs: list[np.ndarray]) -> Any:
+        """The UNet as an OpenVINO model with these static input shapes."""
+        example = tuple(torch.from_numpy(a) for a in inputs)
+        specs = [(list(a.shape), ov.Type.f32) for a in inputs]
+        try:
+            import warnings
+
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes: shapes are static
+                return ov.convert_model(_Traceable(self.original, self.conditional), example_input=example,
+                                        input=specs)
+        except Exception as err:  # noqa: BLE001 - the converter raises many kinds; one line for the user
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ModelError(f"backend: openvino: cannot convert the UNet: {first}",
+                             hint="use backend: torch for this model") from None
+
+
+class _Traceable(torch.nn.Module):
+    """The UNet with tensor-only inputs and output, for the converter."""
+
+    def __init__(self, unet: Any, conditional: bool) -> None:
+        super().__init__()
+        self.unet, self.conditional = unet, conditional
+
+    def forward(self, sample: Any, timestep: Any, *context: Any) -> Any:
+        if self.conditional:
+            return self.unet(sample, timestep, context[0], return_dict=False)[0]
+        return self.unet(sample, timestep, return_dict=False)[0]
+
+
+def _array(tensor: Any) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
+
+
+def _timestep(timestep: Any) -> float:
+    """One timestep for the whole batch (the converted model takes a scalar)."""
+    values = torch.as_tensor(timestep).flatten()
+    if values.numel() == 0 or not bool((values == values[0]).all()):
+        raise PresetError("backend: openvino: the pipeline passes per-image timesteps, which the converted UNet "
+                          "does not take", hint="use backend: torch for this model")
+    return float(values[0])

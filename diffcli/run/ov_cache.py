@@ -1,0 +1,111 @@
+"""On-disk cache of OpenVINO-converted UNets: one folder per model, shapes and library versions.
+
+The folder is `$DIFFCLI_OPENVINO_CACHE`, else `$HF_HOME/diffcli/openvino`, else
+`~/.cache/diffcli/openvino`. An entry is `<key hash>/unet.xml` + `unet.bin` + `key.json`, written
+into a temporary folder beside it and renamed into place, so a reader never sees half an entry
+and two processes converting at once both succeed (the second rename loses and is discarded).
+The key holds a fingerprint of the weights (a strided sample of every tensor), so a retrained or
+edited model never reuses a stale conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+STALE_TEMP_S = 24 * 3600  # temporary folders older than this were left by a killed process
+
+
+def cache_root() -> Path:
+    """Where converted models live (see the module docstring)."""
+    explicit = os.environ.get("DIFFCLI_OPENVINO_CACHE", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    hf_home = os.environ.get("HF_HOME", "").strip()
+    if hf_home:
+        return Path(hf_home).expanduser() / "diffcli" / "openvino"
+    return Path.home() / ".cache" / "diffcli" / "openvino"
+
+
+def weights_fingerprint(module: Any, samples: int = 64) -> str:
+    """sha256 over every tensor's name, shape, dtype and `samples` evenly strided values (fast on 1 GB)."""
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            flat = tensor.detach().reshape(-1)
+            picked = flat[:: max(1, flat.numel() // samples)][:samples].to("cpu", torch.float32).contiguous()
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(picked.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(unet: Any, source: dict[str, Any], shapes: tuple[tuple[int, ...], ...], openvino_version: str) -> dict:
+    """Everything a converted model depends on."""
+    import diffusers
+    import torch
+
+    from diffcli import __version__
+
+    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    return {"format": 1, "model": source.get("model"), "revision": source.get("revision"),
+            "variant": source.get("variant"), "class": type(unet).__name__, "config": config,
+            "weights": weights_fingerprint(unet), "shapes": [list(s) for s in shapes],
+            "openvino": openvino_version, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "diffcli": __version__}
+
+
+def key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def load_or_convert(ov: Any, key: dict, convert: Callable[[], Any]) -> tuple[Any, bool]:
+    """The cached model for `key` (read from disk), else `convert()` saved into the cache.
+
+    Returns (model, converted). A cache that cannot be written costs nothing but the reuse.
+    """
+    root = cache_root()
+    entry = root / key_hash(key)
+    xml = entry / "unet.xml"
+    if xml.is_file() and (entry / "key.json").is_file():
+        try:
+            return ov.Core().read_model(str(xml)), False
+        except Exception:  # noqa: BLE001 - an unreadable entry is converted again (and replaced)
+            shutil.rmtree(entry, ignore_errors=True)
+    model = convert()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _drop_stale_temps(root)
+        temp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    except OSError:
+        return model, True
+    try:
+        ov.save_model(model, str(temp / "unet.xml"), compress_to_fp16=False)
+        (temp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str) + "\n")
+        try:
+            os.rename(temp, entry)
+        except OSError:  # another process put the same entry in place first: keep theirs
+            if not (entry / "key.json").is_file():
+                raise
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return model, True
+
+
+def _drop_stale_temps(root: Path) -> None:
+    now = time.time()
+    for temp in root.glob(".tmp-*"):
+        try:
+            if now - temp.stat().st_mtime > STALE_TEMP_S:
+                shutil.rmtree(temp, ignore_errors=True)
+        except OSError:
+            continue

@@ -1,0 +1,147 @@
+"""`backend: openvino`: the UNet converted with OpenVINO gives torch's pixels, converts once per shape, stays optional."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffcli.errors import PresetError
+from diffcli.plan.presets import Preset
+from diffcli.run.pipelines import load_pipeline
+from diffcli.run.sampling import sample_txt2img, sample_unconditional
+from tests.conftest import REPO, run_cli
+
+ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install \"diffcli[openvino]\")")
+
+from diffcli.run import openvino_backend  # noqa: E402 - imports openvino's adapter only where openvino is present
+from diffcli.run.ov_cache import cache_root, load_or_convert, weights_fingerprint  # noqa: E402
+
+DIGITS_TEXT = REPO / "models" / "digits-text"
+DIGITS = REPO / "models" / "digits"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch) -> Path:
+    """Each test converts into its own cache folder."""
+    folder = tmp_path / "ov-cache"
+    monkeypatch.setenv("DIFFCLI_OPENVINO_CACHE", str(folder))
+    return folder
+
+
+def load(model: Path, backend: str = "torch", **keys):
+    return load_pipeline(Preset(model=str(model), device="cpu", backend=backend, **keys), None).pipe
+
+
+def txt2img(pipe, prompts, steps: int = 8):
+    generators = [torch.Generator("cpu").manual_seed(i) for i in range(len(prompts))]
+    return sample_txt2img(pipe, {"prompt": list(prompts), "guidance_scale": 4.0, "generator": generators}, steps, None)
+
+
+def uint8(images) -> np.ndarray:
+    return (np.clip(np.asarray(images), 0, 1) * 255).round().astype(int)
+
+
+@pytest.mark.parametrize("model", ["tiny_sd", "digits_text"])
+def test_txt2img_pixels_match_torch(model, request):
+    folder = request.getfixturevalue("tiny_sd") if model == "tiny_sd" else DIGITS_TEXT
+    prompts = ["a cat", "a red dog"] if model == "tiny_sd" else [f"a handwritten digit {d}" for d in range(10)]
+    reference = txt2img(load(folder), prompts)
+    pipe = load(folder, "openvino")
+    assert type(pipe.unet).__name__ == "OpenVINOUNet"
+    converted = txt2img(pipe, prompts)
+    # float32 on both sides; OpenVINO's kernels sum in another order: within 1e-3, at most 1 grey level
+    assert np.abs(converted - reference).max() < 1e-3
+    assert np.abs(uint8(converted) - uint8(reference)).max() <= 1
+
+
+def test_unconditional_unet2dmodel_matches_torch():
+    generators = lambda: [torch.Generator("cpu").manual_seed(i) for i in range(4)]  # noqa: E731
+    reference = sample_unconditional(load(DIGITS, scheduler="ddim"), 10, generators(), None)
+    converted = sample_unconditional(load(DIGITS, "openvino", scheduler="ddim"), 10, generators(), None)
+    assert (converted - reference).abs().max() < 1e-3
+
+
+def test_converted_once_then_read_from_the_disk_cache(tiny_sd, _cache):
+    before = dict(openvino_backend.STATS)
+    txt2img(load(tiny_sd, "openvino"), ["a cat"], steps=3)
+    assert openvino_backend.STATS["conversions"] == before["conversions"] + 1
+    entries = [p for p in _cache.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1 and (entries[0] / "unet.xml").is_file()
+    key = json.loads((entries[0] / "key.json").read_text())
+    assert key["shapes"][0] == [2, 4, 8, 8] and key["model"] == str(tiny_sd)  # CFG doubles the batch
+    txt2img(load(tiny_sd, "openvino"), ["a dog"], steps=3)  # a new process would do the same: a fresh pipeline
+    assert openvino_backend.STATS["conversions"] == before["conversions"] + 1
+    assert openvino_backend.STATS["disk_hits"] == before["disk_hits"] + 1
+    txt2img(load(tiny_sd, "openvino"), ["a cat", "a dog"], steps=3)  # another batch: another static shape
+    assert openvino_backend.STATS["conversions"] == before["conversions"] + 2
+    assert not list(_cache.glob(".tmp-*"))
+
+
+def test_cache_root_and_concurrent_writers(monkeypatch, tmp_path, _cache):
+    assert cache_root() == _cache
+    monkeypatch.delenv("DIFFCLI_OPENVINO_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert cache_root() == tmp_path / "hf" / "diffcli" / "openvino"
+    monkeypatch.setenv("DIFFCLI_OPENVINO_CACHE", str(_cache))
+    model = ov.Model([ov.opset13.relu(param := ov.opset13.parameter([2], ov.Type.f32))], [param])
+    key = {"k": 1}
+
+    def convert_while_another_process_finishes_first():
+        load_or_convert(ov, key, lambda: model)  # the other process's complete entry lands first
+        return model
+
+    _, converted = load_or_convert(ov, key, convert_while_another_process_finishes_first)
+    assert converted and len([p for p in _cache.iterdir()]) == 1  # theirs kept, ours discarded, no temp left
+    _, converted = load_or_convert(ov, key, lambda: pytest.fail("read from disk, not converted"))
+    assert not converted
+    entry = next(_cache.iterdir())
+    (entry / "unet.xml").write_text("not a model")  # a damaged entry is converted again and replaced
+    _, converted = load_or_convert(ov, key, lambda: model)
+    assert converted and load_or_convert(ov, key, lambda: pytest.fail("replaced"))[1] is False
+
+
+def test_weights_fingerprint_changes_with_the_weights(tiny_sd):
+    unet = load(tiny_sd).unet
+    first = weights_fingerprint(unet)
+    assert weights_fingerprint(unet) == first
+    with torch.no_grad():
+        unet.conv_out.bias += 0.01
+    assert weights_fingerprint(unet) != first
+
+
+def test_refusals(tiny_sd, monkeypatch):
+    with pytest.raises(PresetError, match="backend: openvino: runs the whole UNet each call"):
+        load(tiny_sd, "openvino", step_cache=2)
+    with pytest.raises(PresetError, match="backend: openvino: replaces torch.compile"):
+        load(tiny_sd, "openvino", compile="default")
+    with pytest.raises(PresetError, match="backend: openvino: runs float32"):
+        load(tiny_sd, "openvino", dtype="bfloat16")
+    transformer = types.SimpleNamespace(transformer=torch.nn.Linear(1, 1))
+    with pytest.raises(PresetError, match="supports UNet2DConditionModel and UNet2DModel denoisers, not Linear"):
+        openvino_backend.use_openvino(transformer, Preset(model="x", backend="openvino"), torch.device("cpu"))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(PresetError, match="the openvino package cannot be imported") as err:
+        load(tiny_sd, "openvino")
+    assert err.value.hint.startswith('pip install "diffcli[openvino]"')
+
+
+def test_cli_run_and_torch_path_never_imports_openvino(tiny_sd, tmp_path, _cache):
+    result = run_cli("txt2img", "a cat", "--model", str(tiny_sd), "--backend", "openvino", "--steps", "3",
+                     "-o", str(tmp_path / "ov"), "--json", env={"DIFFCLI_OPENVINO_CACHE": str(_cache)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["preset"]["backend"] == "openvino" and list(_cache.iterdir())
+    script = ("import sys; from diffcli.__main__ import main; sys.argv = ['diffcli', 'txt2img', 'a cat', '--model', "
+              f"{str(tiny_sd)!r}, '--steps', '2', '-o', {str(tmp_path / 'torch')!r}, '--quiet']\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+              "print('openvino' in sys.modules, 'torch' in sys.modules)")
+    torch_run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                               env={**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert torch_run.returncode == 0, torch_run.stderr
+    assert torch_run.stdout.split()[-2:] == ["False", "True"]  # after the image path it printed

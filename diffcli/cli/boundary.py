@@ -12,12 +12,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 import typer
 
 from diffcli.cli.emit import Emitter, StdoutError
-from diffcli.errors import DiffcliError, ExitCode, interrupted_by, pending_interrupt, signal_received
+from diffcli.errors import (DiffcliError, ExitCode, Interrupted, interrupted_by, pending_interrupt,
+                            signal_received)
 
 OOM_HINT = ("use a smaller --batch-size or --width/--height, or set cpu_offload: model, vae_tiling: true, "
             "vae_slicing: true")
@@ -59,7 +61,7 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         run = kwargs.get("run") or {}
         emitter = Emitter(bool(kwargs.get("as_json") or run.get("as_json")),
                           bool(kwargs.get("quiet") or run.get("quiet")))
-        install_signals()
+        install_signals(emitter)
         if wants_emitter:
             kwargs["emitter"] = emitter
         try:
@@ -91,28 +93,49 @@ def fail(emitter: Emitter, err: BaseException) -> None:
     raise typer.Exit(code)
 
 
-def install_signals() -> None:
+IMPORT_PATIENCE_S = 0.25
+
+
+def install_signals(emitter: Emitter | None = None) -> None:
     """SIGINT ends a run with exit 130 and SIGTERM like it with 143, finished files kept; each is
     recorded, so an error that library code makes of it is still reported as the interrupt.
 
-    A signal that arrives while a module is being imported is delivered again 20 ms later: an
-    exception raised there can abort the process (a C++ extension calling back into Python), be
-    swallowed (an import-lock callback) or leave a half-imported module behind.
+    A signal that arrives while a module is being imported is not raised there: an exception in an
+    import can abort the process (a C++ extension calling back into Python), be swallowed (an
+    import-lock callback) or leave a half-imported module behind. It is delivered again every
+    20 ms; if the import is still running after 0.25 s (torch, diffusers: seconds, before anything
+    is written) the process answers at once (one line, the document with --json) and exits.
     """
+    deferred: list[float] = []
 
     def handler(signum: int, frame: Any) -> None:
+        code = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
         if _inside_import(frame):
-            timer = threading.Timer(0.02, os.kill, (os.getpid(), signum))
-            timer.daemon = True
-            timer.start()
-            return
-        raise signal_received(ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
+            deferred[:] = deferred or [time.monotonic()]
+            if time.monotonic() - deferred[0] < IMPORT_PATIENCE_S:
+                timer = threading.Timer(0.02, os.kill, (os.getpid(), signum))
+                timer.daemon = True
+                timer.start()
+                return
+            _exit_now(emitter, code)
+        deferred.clear()
+        raise signal_received(code)
 
     try:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. a test runner's worker)
         pass
+
+
+def _exit_now(emitter: Emitter | None, code: ExitCode) -> None:
+    """Answer a signal without raising (no Python code of the import runs again) and exit."""
+    err = Interrupted("SIGTERM", code) if code == ExitCode.TERMINATED else Interrupted()
+    try:
+        (emitter or Emitter(as_json="--json" in sys.argv[1:])).error(err.message, int(code))
+    except Exception:  # noqa: BLE001 - stdout or stderr unusable: the exit code is what is left
+        pass
+    os._exit(int(code))
 
 
 def _inside_import(frame: Any) -> bool:

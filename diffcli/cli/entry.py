@@ -78,7 +78,7 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     try:
-        install_signals()  # from here a signal is answered below (or by the command's boundary)
+        install_signals()  # from here a signal is answered here (or by the command's boundary)
         code = app(args=args, prog_name="diffcli", standalone_mode=False)
         code = code if isinstance(code, int) else 0
         if code == 130:  # typer turns a signal outside a command into a silent 130

@@ -47,7 +47,7 @@ def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool 
     from diffcli.sinks.progress import ProgressSink
     from diffcli.sinks.trace import TraceSink
 
-    sinks: list[Any] = [ProgressSink(quiet), ImageSink()]
+    sinks: list[Any] = [ProgressSink(quiet)]
     if preset.every is not None:
         kinds = ("x_t", "x0") if preset.show == "both" else (preset.show,)
         trace = TraceSink(preset.animation, preset.frame_duration) if command == "denoise-trace" else None
@@ -55,6 +55,7 @@ def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool 
                                listeners=[trace.on_frame] if trace is not None else None))
         if trace is not None:
             sinks.append(trace)
+    sinks.append(ImageSink())  # after frames and trace: the final image marks an item done, so it is written last
     if preset.grid and vary_items and not ranks:  # --vary: labelled axes instead of the overview
         from diffcli.sinks.axes import AxesGridSink
 

@@ -75,10 +75,14 @@ class FrameSink:
             self._submit(batch, step, kind, pixels)
 
     def on_images(self, batch: list[Item], pixels: Any) -> None:
-        """Write the deferred last-step x_t frames from the final images' pixels."""
+        """Write the deferred last-step x_t frames from the final images' pixels, and wait for every
+        queued frame: the final image, published next, marks the item done (a resumed run skips it)."""
         for step in self._deferred:
             self._submit(batch, step, "x_t", pixels)
         self._deferred = []
+        futures, self._futures = self._futures, []
+        for future in futures:
+            future.result()
 
     def _reap(self) -> None:
         """Forget finished writes (re-raising a failed one now, not at the end)."""

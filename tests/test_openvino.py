@@ -1,4 +1,4 @@
-"""`backend: openvino`: the UNet converted with OpenVINO gives torch's pixels, converts once per shape, stays optional."""
+"""`backend: openvino`: the converted UNet gives torch's pixels, converts once per shape, stays optional."""
 
 from __future__ import annotations
 

@@ -97,6 +97,10 @@ class OpenVINOUNet(torch.nn.Module):
         out = torch.from_numpy(compiled(inputs)[0]).to(sample.dtype)
         if not return_dict:
             return (out,)
+        if self.conditional:
+            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+            return UNet2DConditionOutput(sample=out)
         from diffusers.models.unets.unet_2d import UNet2DOutput
 
         return UNet2DOutput(sample=out)

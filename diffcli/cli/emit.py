@@ -50,12 +50,13 @@ class Emitter:
             _write(sys.stderr, "Warning: " + escape_control(message) + "\n")
 
     def document(self, data: dict[str, Any], human: list[str] | None = None) -> None:
-        """The result: the JSON document, or the human lines on stdout."""
+        """The result: the JSON document (`"status": "ok"` unless it says otherwise), or the human lines."""
         if not self.main or self.done:
             return
         self.done = True
         _spoken.append(True)
         if self.as_json:
+            data = {"status": data.get("status", "ok"), **data}
             _write(sys.stdout, json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
         else:
             _write(sys.stdout, "".join(line + "\n" for line in (human or [])))

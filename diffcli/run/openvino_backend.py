@@ -105,23 +105,37 @@ class OpenVINOUNet(torch.nn.Module):
 
         return UNet2DOutput(sample=out)
 
-    def _model_for(self, inputs: list[np.ndarray]) -> Any:
+    def example_inputs(self, batch: int, height: int, width: int, text_length: int = 77) -> list[np.ndarray]:
+        """Zero inputs of a call's shapes (latent height/width; batch with CFG), for `prepare` ahead of a run."""
+        inputs = [np.zeros((batch, self.config.in_channels, height, width), np.float32), np.asarray(999.0, np.float32)]
+        if self.conditional:
+            inputs.append(np.zeros((batch, text_length, self.config.cross_attention_dim), np.float32))
+        return inputs
+
+    def prepare(self, inputs: list[np.ndarray], model: Any = None) -> Any:
+        """Compile for these inputs' shapes: `model` when given (not cached), else the UNet read from the disk
+        cache or converted (and cached)."""
+        ov = import_openvino()
         shapes = tuple(tuple(a.shape) for a in inputs)
-        if shapes not in self._compiled:
+        if model is None:
             from diffcli.run.ov_cache import cache_key, load_or_convert
 
-            ov = import_openvino()
             key = cache_key(self.original, self.source, shapes, ov.__version__)
-            model, converted = load_or_convert(ov, key, lambda: self._convert(ov, inputs))
+            model, converted = load_or_convert(ov, key, lambda: self.convert(inputs))
             STATS["conversions" if converted else "disk_hits"] += 1
-            started = time.perf_counter()
-            self._compiled[shapes] = ov.Core().compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
-            STATS["compile_s"] += time.perf_counter() - started
+        started = time.perf_counter()
+        self._compiled[shapes] = ov.Core().compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+        STATS["compile_s"] += time.perf_counter() - started
         return self._compiled[shapes]
 
-    def _convert(self, ov: Any, inputs: list[np.ndarray]) -> Any:
-        """The UNet as an OpenVINO model with these static input shapes."""
+    def _model_for(self, inputs: list[np.ndarray]) -> Any:
+        compiled = self._compiled.get(tuple(tuple(a.shape) for a in inputs))
+        return compiled if compiled is not None else self.prepare(inputs)
+
+    def convert(self, inputs: list[np.ndarray]) -> Any:
+        """The UNet as an OpenVINO model with these inputs' static shapes (not cached)."""
+        ov = import_openvino()
         example = tuple(torch.from_numpy(a) for a in inputs)
         specs = [(list(a.shape), ov.Type.f32) for a in inputs]
         try:

@@ -36,6 +36,12 @@ def _reserve_standard_fds() -> None:
 
 def main() -> None:
     """Install the early signal answers, then run the app (which installs its own)."""
+    import atexit
+    import gc
+
+    # Registered first, so it runs after every other exit handler: the collector then skips the millions of
+    # objects torch, diffusers and transformers leave (interpreter teardown went from ~0.8 s to ~0.1 s).
+    atexit.register(gc.freeze)
     _reserve_standard_fds()
     for signum in _EARLY_CODES:
         signal.signal(signum, _early_interrupt)

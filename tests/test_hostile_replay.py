@@ -157,7 +157,8 @@ CASES = [
     Case("allow-pickle-flag", REPLAY + ["--allow-pickle"], prepare=pickle_model, **OK),
     Case("set-steps-1e9", REPLAY + ["--set", "steps=1000000000"], 2, "steps", prepare=preset()),
     # models named by the record
-    Case("model-hub-id-offline", REPLAY + ["--offline"], 3, "not in the local cache", prepare=preset(model="evil/x")),
+    Case("model-hub-id-offline", REPLAY + ["--offline"], 3, "not in the local cache",
+         prepare=preset(model="evil/x", offline=False)),
     Case("model-etc", REPLAY, 3, "not a diffusers pipeline folder", prepare=preset(model="/etc")),
     Case("model-dotdot", REPLAY, 3, "not a diffusers pipeline folder", prepare=preset(model="../../../../etc")),
     Case("model-escape-sequence", REPLAY, 3, "\\x1b]0;pwned\\x07", prepare=preset(model="/no/\x1b]0;pwned\x07")),

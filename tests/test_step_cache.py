@@ -133,3 +133,30 @@ def test_refused_with_compile_and_out_of_range(tiny_sd):
     for bad in (0, 11):
         with pytest.raises(PresetError, match="step_cache"):
             Preset(model="x").replace(step_cache=bad)
+
+
+def test_recorded_and_replayed(tiny_sd, tmp_path):
+    """step_cache decides the pixels: the metadata keeps it and replay makes the same image."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from diffcli.cli.app import app
+
+    runner = CliRunner()
+    made = runner.invoke(app, ["txt2img", "a cat", "--model", str(tiny_sd), "--steps", "5", "--step-cache", "2",
+                               "-o", str(tmp_path / "a"), "--json", "-q"], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    image = Path(json.loads(made.stdout)["images"][0]["path"])
+    assert json.loads(Image.open(image).info["diffcli"])["preset"]["step_cache"] == 2
+    again = runner.invoke(app, ["replay", str(image), "-o", str(tmp_path / "r"), "--json", "-q"],
+                          catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    replayed = Path(json.loads(again.stdout)["images"][0]["path"])
+    assert np.array_equal(np.asarray(Image.open(replayed)), np.asarray(Image.open(image)))
+    plain = runner.invoke(app, ["replay", str(image), "--set", "step_cache=1", "-o", str(tmp_path / "p"), "--json",
+                                "-q"], catch_exceptions=False)
+    assert plain.exit_code == 0, plain.output
+    plain_image = Path(json.loads(plain.stdout)["images"][0]["path"])
+    assert not np.array_equal(np.asarray(Image.open(plain_image)), np.asarray(Image.open(image)))

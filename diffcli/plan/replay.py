@@ -23,7 +23,7 @@ MAX_PIXELS = 8192 * 8192
 MAX_TEXT = 256 * 1024
 REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker", "seed",
                  "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale", "init_image", "strength",
-                 "config", "loras", "prompt_syntax")
+                 "config", "loras", "prompt_syntax", "step_cache")
 
 
 @dataclass(frozen=True)

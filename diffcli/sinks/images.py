@@ -14,7 +14,7 @@ from diffcli.step import Step
 
 # Run-level keys a replay record keeps: what decides the pixels (trust keys stay with the user).
 RECORDED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker",
-                 "config")
+                 "config", "step_cache")
 
 
 def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def _first_value(timestep: Any) -> float | None:
         if hasattr(timestep, "flatten"):
             return float(timestep.flatten()[0]) if timestep.numel() else None
         return float(timestep)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a meta tensor has no value
         return None
 
 

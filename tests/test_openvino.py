@@ -21,7 +21,7 @@ from tests.conftest import REPO, run_cli
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install \"diffcli[openvino]\")")
 
 from diffcli.run import openvino_backend  # noqa: E402 - imports openvino's adapter only where openvino is present
-from diffcli.run.ov_cache import cache_root, load_or_convert, weights_fingerprint  # noqa: E402
+from diffcli.run.ov_cache import cache_root, compile_cached, load_or_convert, weights_fingerprint  # noqa: E402
 
 DIGITS_TEXT = REPO / "models" / "digits-text"
 DIGITS = REPO / "models" / "digits"
@@ -97,14 +97,31 @@ def test_cache_root_and_concurrent_writers(monkeypatch, tmp_path, _cache):
         load_or_convert(ov, key, lambda: model)  # the other process's complete entry lands first
         return model
 
-    _, converted = load_or_convert(ov, key, convert_while_another_process_finishes_first)
+    _, converted, xml = load_or_convert(ov, key, convert_while_another_process_finishes_first)
     assert converted and len([p for p in _cache.iterdir()]) == 1  # theirs kept, ours discarded, no temp left
-    _, converted = load_or_convert(ov, key, lambda: pytest.fail("read from disk, not converted"))
+    assert xml == next(_cache.iterdir()) / "unet.xml"
+    _, converted, _ = load_or_convert(ov, key, lambda: pytest.fail("read from disk, not converted"))
     assert not converted
     entry = next(_cache.iterdir())
     (entry / "unet.xml").write_text("not a model")  # a damaged entry is converted again and replaced
-    _, converted = load_or_convert(ov, key, lambda: model)
+    _, converted, _ = load_or_convert(ov, key, lambda: model)
     assert converted and load_or_convert(ov, key, lambda: pytest.fail("replaced"))[1] is False
+
+
+def test_compiled_model_cache_beside_the_entry_and_its_failures(tmp_path):
+    model = ov.Model([ov.opset13.relu(param := ov.opset13.parameter([2], ov.Type.f32))], [param])
+    _, _, xml = load_or_convert(ov, {"k": 2}, lambda: model)
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    compiled = compile_cached(ov, model, xml, config)
+    assert compiled([np.array([-1.0, 2.0], np.float32)])[0].tolist() == [0.0, 2.0]
+    assert list((xml.parent / "compiled").glob("*.blob"))  # OpenVINO's blob for the next run
+    for blob in (xml.parent / "compiled").glob("*.blob"):
+        blob.write_bytes(b"damaged")
+    assert compile_cached(ov, model, xml, config)([np.array([-3.0, 4.0], np.float32)])[0].tolist() == [0.0, 4.0]
+    unwritable = tmp_path / "file"
+    unwritable.write_text("a file, not a folder")
+    assert compile_cached(ov, model, unwritable / "unet.xml", config)([np.array([5.0, -6.0], np.float32)])[0].tolist() \
+        == [5.0, 0.0]
 
 
 def test_weights_fingerprint_changes_with_the_weights(tiny_sd):

@@ -115,16 +115,17 @@ class OpenVINOUNet(torch.nn.Module):
     def prepare(self, inputs: list[np.ndarray], model: Any = None) -> Any:
         """Compile for these inputs' shapes: `model` when given (not cached), else the UNet read from the disk
         cache or converted (and cached)."""
+        from diffcli.run.ov_cache import cache_key, compile_cached, load_or_convert
+
         ov = import_openvino()
         shapes = tuple(tuple(a.shape) for a in inputs)
+        xml = None
         if model is None:
-            from diffcli.run.ov_cache import cache_key, load_or_convert
-
             key = cache_key(self.original, self.source, shapes, ov.__version__)
-            model, converted = load_or_convert(ov, key, lambda: self.convert(inputs))
+            model, converted, xml = load_or_convert(ov, key, lambda: self.convert(inputs))
             STATS["conversions" if converted else "disk_hits"] += 1
         started = time.perf_counter()
-        self._compiled[shapes] = ov.Core().compile_model(model, "CPU", {
+        self._compiled[shapes] = compile_cached(ov, model, xml, {
             "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
         STATS["compile_s"] += time.perf_counter() - started
         return self._compiled[shapes]

@@ -11,7 +11,6 @@ every file the document lists is a whole PNG, and that no temp or lock file is l
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -159,6 +160,6 @@ def test_cli_run_and_torch_path_never_imports_openvino(tiny_sd, tmp_path, _cache
               "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
               "print('openvino' in sys.modules, 'torch' in sys.modules)")
     torch_run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                               env={**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert torch_run.returncode == 0, torch_run.stderr
     assert torch_run.stdout.split()[-2:] == ["False", "True"]  # after the image path it printed

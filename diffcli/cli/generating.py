@@ -70,6 +70,9 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
         lines = read_prompts_file(prompts_file)
     elif preset.prompt is not None and preset.prompt.strip():
         lines = [PromptLine(prompt=preset.prompt.strip())]
+    from diffcli.sinks.folder import OutputFolder
+
+    OutputFolder(Path(preset.output) if preset.output else None, command, policy).check()  # before reading the model
     planned = plan_items(preset, wanted, lines, axes=axes)  # usage and model errors come before any narration
     if resolved.default_used:
         emitter.note(f"Using the built-in preset '{resolved.default_used}' "

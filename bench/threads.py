@@ -21,9 +21,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = {
-    "threads=cores, OpenMP active wait (0.1.0 default)": {"threads": None, "env": {"OMP_WAIT_POLICY": "ACTIVE"}},
-    "threads=cores, OpenMP passive wait": {"threads": None, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
-    "threads=1": {"threads": 1, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    "threads=cores, OpenMP defaults (0.1.0)": {"threads": None, "env": {"DIFFCLI_OMP_DEFAULTS": "0"}},
+    "threads=cores, OMP_WAIT_POLICY=PASSIVE": {"threads": None,
+                                               "env": {"DIFFCLI_OMP_DEFAULTS": "0", "OMP_WAIT_POLICY": "PASSIVE"}},
+    "threads=1": {"threads": 1, "env": {"DIFFCLI_OMP_DEFAULTS": "0"}},
+    "diffcli default (adapts to running tasks)": {"threads": None, "env": {}},
 }
 
 
@@ -33,7 +35,8 @@ def one_run(threads: int | None, env: dict[str, str], out: Path) -> float:
             "-n", "8", "-b", "8", "--steps", "50", "--no-grid", "--overwrite", "-q", "--json", "-o", str(out)]
     if threads is not None:
         args += ["--threads", str(threads)]
-    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "DIFFCLI_OMP_DEFAULTS")}
     full_env.update(env, PYTHONPATH=str(REPO))
     result = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=900, check=True)
     return float(json.loads(result.stdout)["timings"]["generate_s"])

@@ -45,6 +45,9 @@ def main() -> None:
     _reserve_standard_fds()
     for signum in _EARLY_CODES:
         signal.signal(signum, _early_interrupt)
+    from diffcli.run.threads import prepare_openmp
+
+    prepare_openmp()  # before anything imports torch: OpenMP reads its wait policy when it loads
     from diffcli.cli.app import app
     from diffcli.cli.entry import run_app
 

@@ -288,3 +288,38 @@ def test_bug11_resume_loads_rng_state_on_the_cpu(monkeypatch, tmp_path):
     resumed = invoke(*base[:-1], "--steps", "3", "--resume", "--overwrite", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert seen and set(seen) == {"cpu"}
+
+
+def test_threads_adapt_to_other_running_tasks(monkeypatch):
+    from diffcli.run import threads
+
+    for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DIFFCLI_BUSY_CPUS", "DIFFCLI_OMP_DEFAULTS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)
+    monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
+    threads.prepare_openmp()
+    assert "OMP_WAIT_POLICY" not in os.environ and threads.default_threads() == 4  # idle: every core, spinning
+    monkeypatch.setattr(threads, "other_running_tasks", lambda: 1)
+    threads.prepare_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and threads.default_threads() == 3
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.default_threads() == 2  # the user's choice wins
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(threads, "other_running_tasks", lambda: 5)
+    threads.prepare_openmp()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_other_running_tasks_counts_a_busy_process():
+    from diffcli.run.threads import other_running_tasks
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert other_running_tasks() >= 1
+    finally:
+        busy.kill()
+        busy.wait()

@@ -123,7 +123,7 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("allow_pickle", bool, False, "Allow pickle (.bin) weights: they can run code when loaded.",
        flag="--allow-pickle"),
     _k("offline", bool, False, "Never touch the network (also HF_HUB_OFFLINE=1).", flag="--offline"),
-    _k("threads", int, None, "CPU threads (default: one per available CPU, shared between local ranks).",
+    _k("threads", int, None, "CPU threads (default: the CPUs other running tasks leave free, shared between local ranks).",
        nullable=True, low=1, high=1024, flag="--threads"),
     _k("safety_checker", bool, None, "Keep (true) or drop (false) a pipeline's safety checker.", nullable=True),
     _k("channels_last", bool, False, "Denoiser in channels_last memory format."),

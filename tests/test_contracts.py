@@ -294,7 +294,8 @@ def test_threads_adapt_to_other_running_tasks(monkeypatch):
     from diffcli.run import threads
 
     for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DIFFCLI_BUSY_CPUS", "DIFFCLI_OMP_DEFAULTS", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so what prepare_openmp() sets is undone after the test
+        monkeypatch.delenv(name)
     monkeypatch.setattr(threads, "available_cpus", lambda: 4)
     monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
     threads.prepare_openmp()

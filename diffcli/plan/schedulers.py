@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffcli.errors import PresetError
-
 
 @dataclass(frozen=True)
 class SchedulerSpec:

@@ -76,14 +76,6 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def is_main_process() -> bool:
-    """Rank 0, or the only process. Only it prints results and progress."""
-    if not launched():
-        return True
-    rank = os.environ.get("RANK", "0").strip()
-    return rank == "0"
-
-
 def device_for_rank(requested: str) -> str:
     """`auto` or a bare `cuda` under a multi-GPU launch → this rank's own GPU (`cuda:N` is kept)."""
     ranks = current()

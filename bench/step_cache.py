@@ -9,8 +9,9 @@ the meta device (nothing is computed, so this part is instant at any size); per 
 bench/sd15-architecture.json, PNDM as published, VAE decode included, random prompt embeddings), median
 of --repeats after a 1-step warm-up, same seed for every N; each UNet call is timed too, split by full
 and cached. Quality: `diffcli.builtin.quality.digits_text_quality` (the held-out judge) on the built-in
-digits-text model, DDIM 50 steps, guidance 4, the same seeds for every N: per-digit accuracy and the
-share of samples that are both correct and confident. Writes bench/results/step_cache.json (full runs).
+digits-text model, DDIM 50 steps, guidance 4, the same seeds for every N: per-digit accuracy, the
+share of samples that are both correct and confident, the judge's mean confidence, and how far the
+pixels moved from N=1's (mean and max over the first 8 samples of each digit). Writes bench/results/step_cache.json (full runs).
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ def quality(intervals: list[int], per_digit: int, steps: int) -> dict:
     from diffcli.plan.presets import Preset
     from diffcli.run.pipelines import load_pipeline
 
-    out = {}
+    import numpy as np
+
+    out, reference = {}, None
     original = q._pipeline
     try:
         for interval in intervals:
@@ -119,7 +122,12 @@ def quality(intervals: list[int], per_digit: int, steps: int) -> dict:
             result = q.digits_text_quality(REPO / "models" / "digits-text", 4.0, per_digit=per_digit, steps=steps,
                                            scheduler="ddim")
             out[str(interval)] = {key: result[key] for key in ("mean_accuracy", "min_accuracy", "accuracy",
-                                                               "mean_confident_correct", "confident_correct")}
+                                                               "mean_confident_correct", "confident_correct",
+                                                               "mean_confidence")}
+            pixels = result["pixels"].astype(np.int16)
+            reference = pixels if reference is None else reference
+            out[str(interval)]["pixels_vs_first"] = {"mean": round(float(np.abs(pixels - reference).mean()), 3),
+                                                     "max": int(np.abs(pixels - reference).max())}
             out[str(interval)]["seconds"] = round(time.perf_counter() - begin, 2)
             print(f"  N={interval}: accuracy {result['mean_accuracy']:.3f}, confident-correct "
                   f"{result['mean_confident_correct']:.3f}", file=sys.stderr, flush=True)
@@ -130,14 +138,16 @@ def quality(intervals: list[int], per_digit: int, steps: int) -> dict:
 
 def table(results: dict) -> str:
     rows = [f"{'N':>3}{'GFLOPs/step':>13}{'s/image':>10}{'speedup':>9}{'full s':>9}{'cached s':>10}"
-            f"{'accuracy':>10}{'conf-correct':>14}"]
+            f"{'accuracy':>10}{'conf-correct':>14}{'confidence':>12}{'px vs N=1':>11}"]
     for key, flops in results["flops_per_step"].items():
         t = results["time"].get(key, {})
         qual = results["quality"].get(key, {})
         fmt = lambda v, spec: format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))  # noqa: E731
         rows.append(f"{key:>3}{flops:>13.1f}{fmt(t.get('s_per_image'), '10.2f')}{fmt(t.get('speedup'), '9.2f')}"
                     f"{fmt(t.get('s_per_full_call'), '9.3f')}{fmt(t.get('s_per_cached_call'), '10.3f')}"
-                    f"{fmt(qual.get('mean_accuracy'), '10.3f')}{fmt(qual.get('mean_confident_correct'), '14.3f')}")
+                    f"{fmt(qual.get('mean_accuracy'), '10.3f')}{fmt(qual.get('mean_confident_correct'), '14.3f')}"
+                    f"{fmt(qual.get('mean_confidence'), '12.4f')}"
+                    f"{fmt(qual.get('pixels_vs_first', {}).get('mean'), '11.2f')}")
     return "\n".join(rows)
 
 
@@ -149,6 +159,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed calls per N (default 2; quick 1)")
     parser.add_argument("--per-digit", type=int, help="digits-text samples per digit (default 32; quick 2)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--skip-time", action="store_true", help="FLOPs and quality only (no SD 1.5 timing)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     import diffusers
@@ -169,9 +180,11 @@ def main() -> None:
                      "flops_per_step": {str(n): round(per_step_gflops(flops, n, steps), 1) for n in args.intervals}}
     print(f"time per image ({'small UNet' if args.quick else 'SD 1.5 architecture'}, {size}x{size}, CFG, "
           f"{steps} steps)", file=sys.stderr, flush=True)
-    pipe = build(torch.float32, "cpu", tiny=args.quick)
-    results["time"] = timings(pipe, args.intervals, steps, size, args.repeats or (1 if args.quick else 2))
-    del pipe
+    results["time"] = {}
+    if not args.skip_time:
+        pipe = build(torch.float32, "cpu", tiny=args.quick)
+        results["time"] = timings(pipe, args.intervals, steps, size, args.repeats or (1 if args.quick else 2))
+        del pipe
     print("quality (digits-text, DDIM, guidance 4)", file=sys.stderr, flush=True)
     results["quality"] = quality(args.intervals, args.per_digit or (2 if args.quick else 32), 10 if args.quick else 50)
     print(json.dumps(results, indent=2))

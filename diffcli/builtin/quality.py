@@ -73,7 +73,8 @@ def digits_text_quality(model: Path, guidance: float, per_digit: int = 32, steps
             "accuracy": [round(a, 4) for a in accuracy], "min_accuracy": min(accuracy),
             "mean_accuracy": float(np.mean(accuracy)),
             "confident_correct": [round(float(c), 4) for c in confident.mean(1)],
-            "mean_confident_correct": float(confident.mean()), "memorization": memorization(pixels),
+            "mean_confident_correct": float(confident.mean()), "mean_confidence": float(confidence.mean()),
+            "memorization": memorization(pixels),
             "pixels": pixels.reshape(10, per_digit, *pixels.shape[1:])[:, :8].reshape(-1, *pixels.shape[1:])}
 
 

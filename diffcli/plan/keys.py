@@ -137,7 +137,8 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("step_cache", int, 1, "Step caching (DeepCache): the UNet's deep blocks run on 1 of every N calls, the "
        "others reuse their features (1: off; UNet pipelines).", low=1, high=10, flag="--step-cache"),
     _k("backend", str, "torch", "Denoiser runtime: torch | openvino (CPU; the UNet converted once for the run's "
-       "shapes and cached on disk; needs `pip install \"diffcli[openvino]\"`).", choices=("torch", "openvino"),
+       "shapes and cached on disk; computes in the UNet's dtype: bfloat16 uses the CPU's BF16 units; needs "
+       "`pip install \"diffcli[openvino]\"`).", choices=("torch", "openvino"),
        flag="--backend"),
 )
 KEYS: dict[str, Key] = {key.name: key for key in KEY_TABLE}

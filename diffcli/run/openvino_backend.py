@@ -3,7 +3,9 @@
 `use_openvino(pipe, preset, device)` swaps `pipe.unet` for `OpenVINOUNet`, a torch module that
 keeps the UNet's `config`, `dtype` and `device` and answers each call from an OpenVINO model
 compiled for that call's static shapes (batch with CFG, latent size, text length). The
-pipeline's own loop, scheduler and callbacks run unchanged. Converted models are cached on disk
+pipeline's own loop, scheduler and callbacks run unchanged. The UNet's dtype picks OpenVINO's
+inference precision (`dtype: bfloat16` → bf16, which uses AMX/AVX-512 BF16 where the CPU has it);
+the conversion itself always traces float32 weights. Converted models are cached on disk
 (`ov_cache.py`), so each shape is converted once per model and library versions. Imported only
 for `backend: openvino`: the torch path never imports openvino.
 """
@@ -19,6 +21,7 @@ import torch
 from diffcli.errors import ModelError, PresetError
 
 SUPPORTED = ("UNet2DConditionModel", "UNet2DModel")
+PRECISIONS = {torch.float32: ("f32", "FP32"), torch.bfloat16: ("bf16", "BF16"), torch.float16: ("f16", "FP16")}
 STATS = {"conversions": 0, "disk_hits": 0, "compile_s": 0.0}  # this process's counts (tests, benchmarks)
 
 
@@ -39,7 +42,6 @@ def check_openvino(pipe: Any, preset: Any, device: Any) -> Any:
     refusals = [
         (unet is None or name not in SUPPORTED, f"supports {' and '.join(SUPPORTED)} denoisers, not {name}"),
         (device.type != "cpu", f"runs on the CPU (device is {device.type})"),
-        (unet is not None and unet.dtype != torch.float32, "runs float32 (set dtype: float32 or auto)"),
         (preset.compile != "none", "replaces torch.compile (set compile: none)"),
         (bool(preset.loras), "cannot follow LoRA weights (the converted UNet has fixed weights)"),
         (preset.step_cache > 1, "runs the whole UNet each call (set step_cache: 1)"),
@@ -54,10 +56,28 @@ def check_openvino(pipe: Any, preset: Any, device: Any) -> Any:
     return unet
 
 
+def inference_precision(ov: Any, dtype: Any) -> str:
+    """OpenVINO's INFERENCE_PRECISION_HINT for a UNet of this dtype, or a PresetError if this CPU lacks it."""
+    hint, capability = PRECISIONS.get(dtype, (None, None))
+    if hint is None:
+        raise PresetError(f"backend: openvino: runs float32, bfloat16 or float16, not {dtype}",
+                          hint="set dtype: float32")
+    available = cpu_capabilities(ov)
+    if capability not in available:
+        raise PresetError(f"backend: openvino: this CPU has no {capability} inference "
+                          f"(OpenVINO lists {', '.join(available)})", hint="set dtype: float32")
+    return hint
+
+
+def cpu_capabilities(ov: Any) -> list[str]:
+    """What OpenVINO's CPU plugin can compute on this machine (FP32, BF16, FP16, INT8, ...)."""
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def use_openvino(pipe: Any, preset: Any, device: Any) -> "OpenVINOUNet":
     """Replace `pipe.unet` with the OpenVINO-backed module (conversion happens at its first call)."""
     unet = check_openvino(pipe, preset, device)
-    import_openvino()
+    inference_precision(import_openvino(), unet.dtype)
     shim = OpenVINOUNet(unet, source={"model": preset.model, "revision": preset.revision, "variant": preset.variant})
     pipe.unet = shim
     return shim
@@ -126,7 +146,8 @@ class OpenVINOUNet(torch.nn.Module):
             STATS["conversions" if converted else "disk_hits"] += 1
         started = time.perf_counter()
         self._compiled[shapes] = compile_cached(ov, model, xml, {
-            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+            "INFERENCE_PRECISION_HINT": inference_precision(ov, self.dtype),
+            "INFERENCE_NUM_THREADS": torch.get_num_threads()})
         STATS["compile_s"] += time.perf_counter() - started
         return self._compiled[shapes]
 
@@ -135,17 +156,18 @@ class OpenVINOUNet(torch.nn.Module):
         return compiled if compiled is not None else self.prepare(inputs)
 
     def convert(self, inputs: list[np.ndarray]) -> Any:
-        """The UNet as an OpenVINO model with these inputs' static shapes (not cached)."""
+        """The UNet as an OpenVINO model with these inputs' static shapes (not cached), traced in float32."""
+        import copy
+        import warnings
+
         ov = import_openvino()
         example = tuple(torch.from_numpy(a) for a in inputs)
         specs = [(list(a.shape), ov.Type.f32) for a in inputs]
+        unet = self.original if self.dtype == torch.float32 else copy.deepcopy(self.original).float()
         try:
-            import warnings
-
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes: shapes are static
-                return ov.convert_model(_Traceable(self.original, self.conditional), example_input=example,
-                                        input=specs)
+                return ov.convert_model(_Traceable(unet, self.conditional), example_input=example, input=specs)
         except Exception as err:  # noqa: BLE001 - the converter raises many kinds; one line for the user
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise ModelError(f"backend: openvino: cannot convert the UNet: {first}",

@@ -21,8 +21,9 @@ from tests.conftest import REPO, run_cli
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install \"diffcli[openvino]\")")
 
-from diffcli.run import openvino_backend  # noqa: E402 - imports openvino's adapter only where openvino is present
-from diffcli.run.ov_cache import cache_root, compile_cached, load_or_convert, weights_fingerprint  # noqa: E402
+from diffcli.run import openvino_backend, ov_convert  # noqa: E402 - openvino's adapter only where openvino is present
+from diffcli.run.caches import OPENVINO, cache_folder  # noqa: E402
+from diffcli.run.ov_cache import compile_cached, load_or_convert, weights_fingerprint  # noqa: E402
 
 DIGITS_TEXT = REPO / "models" / "digits-text"
 DIGITS = REPO / "models" / "digits"
@@ -56,7 +57,9 @@ def test_txt2img_pixels_match_torch(model, request):
     reference = txt2img(load(folder), prompts)
     pipe = load(folder, "openvino")
     assert type(pipe.unet).__name__ == "OpenVINOUNet"
+    assert type(pipe.vae.decode).__name__ == "OpenVINODecoder"
     converted = txt2img(pipe, prompts)
+    assert pipe.unet.runner.compiled and pipe.vae.decode.runner.compiled  # both ran through OpenVINO
     # float32 on both sides; OpenVINO's kernels sum in another order: within 1e-3, at most 1 grey level
     assert np.abs(converted - reference).max() < 1e-3
     assert np.abs(uint8(converted) - uint8(reference)).max() <= 1
@@ -64,15 +67,17 @@ def test_txt2img_pixels_match_torch(model, request):
 
 def test_dtype_bfloat16_compiles_for_bf16_and_stays_close_to_float32():
     prompts = [f"a handwritten digit {d}" for d in range(10)]
-    if "BF16" not in openvino_backend.cpu_capabilities(ov):  # this CPU cannot: the run is refused up front
+    if "BF16" not in ov_convert.cpu_capabilities(ov):  # this CPU cannot: the run is refused up front
         with pytest.raises(PresetError, match="this CPU has no BF16 inference"):
             load(DIGITS_TEXT, "openvino", dtype="bfloat16")
         return
     reference = txt2img(load(DIGITS_TEXT), prompts)
     pipe = load(DIGITS_TEXT, "openvino", dtype="bfloat16")
     converted = np.asarray(txt2img(pipe, prompts), dtype=np.float32)
-    (compiled,) = pipe.unet._compiled.values()
-    assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    for runner in (pipe.unet.runner, pipe.vae.decode.runner):
+        (compiled,) = runner.compiled.values()
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    assert pipe.unet.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in pipe.vae.parameters())
     difference = np.abs(converted - np.asarray(reference))
     # bf16 keeps 8 bits of mantissa: measured max 0.013, mean 0.0015 (torch bf16 itself: 0.014, 0.0016)
     assert difference.mean() < 0.005 and difference.max() < 0.05
@@ -87,26 +92,27 @@ def test_unconditional_unet2dmodel_matches_torch():
 
 
 def test_converted_once_then_read_from_the_disk_cache(tiny_sd, _cache):
-    before = dict(openvino_backend.STATS)
+    before = dict(ov_convert.STATS)
     txt2img(load(tiny_sd, "openvino"), ["a cat"], steps=3)
-    assert openvino_backend.STATS["conversions"] == before["conversions"] + 1
+    assert ov_convert.STATS["conversions"] == before["conversions"] + 2  # the UNet and the VAE decoder
     entries = [p for p in _cache.iterdir() if not p.name.startswith(".")]
-    assert len(entries) == 1 and (entries[0] / "unet.xml").is_file()
-    key = json.loads((entries[0] / "key.json").read_text())
-    assert key["shapes"][0] == [2, 4, 8, 8] and key["model"] == str(tiny_sd)  # CFG doubles the batch
+    keys = {key["part"]: key for key in (json.loads((e / "key.json").read_text()) for e in entries)}
+    assert sorted(keys) == ["unet", "vae_decoder"] and all((e / "model.xml").is_file() for e in entries)
+    assert keys["unet"]["shapes"][0] == [2, 4, 8, 8] and keys["unet"]["model"] == str(tiny_sd)  # CFG: batch 2
+    assert keys["vae_decoder"]["shapes"] == [[1, 4, 8, 8]]
     txt2img(load(tiny_sd, "openvino"), ["a dog"], steps=3)  # a new process would do the same: a fresh pipeline
-    assert openvino_backend.STATS["conversions"] == before["conversions"] + 1
-    assert openvino_backend.STATS["disk_hits"] == before["disk_hits"] + 1
-    txt2img(load(tiny_sd, "openvino"), ["a cat", "a dog"], steps=3)  # another batch: another static shape
-    assert openvino_backend.STATS["conversions"] == before["conversions"] + 2
+    assert ov_convert.STATS["conversions"] == before["conversions"] + 2
+    assert ov_convert.STATS["disk_hits"] == before["disk_hits"] + 2
+    txt2img(load(tiny_sd, "openvino"), ["a cat", "a dog"], steps=3)  # another batch: other static shapes
+    assert ov_convert.STATS["conversions"] == before["conversions"] + 4
     assert not list(_cache.glob(".tmp-*"))
 
 
 def test_cache_root_and_concurrent_writers(monkeypatch, tmp_path, _cache):
-    assert cache_root() == _cache
+    assert cache_folder(OPENVINO) == _cache
     monkeypatch.delenv("DIFFCLI_OPENVINO_CACHE")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert cache_root() == tmp_path / "hf" / "diffcli" / "openvino"
+    assert cache_folder(OPENVINO) == tmp_path / "hf" / "diffcli" / "openvino"
     monkeypatch.setenv("DIFFCLI_OPENVINO_CACHE", str(_cache))
     model = ov.Model([ov.opset13.relu(param := ov.opset13.parameter([2], ov.Type.f32))], [param])
     key = {"k": 1}
@@ -117,11 +123,11 @@ def test_cache_root_and_concurrent_writers(monkeypatch, tmp_path, _cache):
 
     _, converted, xml = load_or_convert(ov, key, convert_while_another_process_finishes_first)
     assert converted and len([p for p in _cache.iterdir()]) == 1  # theirs kept, ours discarded, no temp left
-    assert xml == next(_cache.iterdir()) / "unet.xml"
+    assert xml == next(_cache.iterdir()) / "model.xml"
     _, converted, _ = load_or_convert(ov, key, lambda: pytest.fail("read from disk, not converted"))
     assert not converted
     entry = next(_cache.iterdir())
-    (entry / "unet.xml").write_text("not a model")  # a damaged entry is converted again and replaced
+    (entry / "model.xml").write_text("not a model")  # a damaged entry is converted again and replaced
     _, converted, _ = load_or_convert(ov, key, lambda: model)
     assert converted and load_or_convert(ov, key, lambda: pytest.fail("replaced"))[1] is False
 
@@ -138,7 +144,7 @@ def test_compiled_model_cache_beside_the_entry_and_its_failures(tmp_path):
     assert compile_cached(ov, model, xml, config)([np.array([-3.0, 4.0], np.float32)])[0].tolist() == [0.0, 4.0]
     unwritable = tmp_path / "file"
     unwritable.write_text("a file, not a folder")
-    assert compile_cached(ov, model, unwritable / "unet.xml", config)([np.array([5.0, -6.0], np.float32)])[0].tolist() \
+    assert compile_cached(ov, model, unwritable / "model.xml", config)([np.array([5.0, -6.0], np.float32)])[0].tolist() \
         == [5.0, 0.0]
 
 
@@ -156,7 +162,7 @@ def test_refusals(tiny_sd, monkeypatch):
         load(tiny_sd, "openvino", step_cache=2)
     with pytest.raises(PresetError, match="backend: openvino: replaces torch.compile"):
         load(tiny_sd, "openvino", compile="default")
-    monkeypatch.setattr(openvino_backend, "cpu_capabilities", lambda ov: ["FP32", "INT8"])
+    monkeypatch.setattr(ov_convert, "cpu_capabilities", lambda ov: ["FP32", "INT8"])
     with pytest.raises(PresetError, match="backend: openvino: this CPU has no BF16 inference") as err:
         load(tiny_sd, "openvino", dtype="bfloat16")
     assert err.value.hint == "set dtype: float32"

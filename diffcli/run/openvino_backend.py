@@ -1,38 +1,25 @@
-"""OpenVINO backend: the pipeline's UNet converted with OpenVINO's converter and run by its CPU plugin.
+"""OpenVINO backend: the pipeline's UNet and VAE decoder run by OpenVINO's CPU plugin.
 
 `use_openvino(pipe, preset, device)` swaps `pipe.unet` for `OpenVINOUNet`, a torch module that
 keeps the UNet's `config`, `dtype` and `device` and answers each call from an OpenVINO model
-compiled for that call's static shapes (batch with CFG, latent size, text length). The
-pipeline's own loop, scheduler and callbacks run unchanged. The UNet's dtype picks OpenVINO's
-inference precision (`dtype: bfloat16` → bf16, which uses AMX/AVX-512 BF16 where the CPU has it);
-the conversion itself always traces float32 weights. Converted models are cached on disk
-(`ov_cache.py`), so each shape is converted once per model and library versions. Imported only
-for `backend: openvino`: the torch path never imports openvino.
+compiled for that call's static shapes (batch with CFG, latent size, text length), and answers
+an `AutoencoderKL`'s `decode` the same way (`OpenVINODecoder`; the encoder stays in torch, and
+so does the whole VAE under `vae_tiling`/`vae_slicing`). The pipeline's own loop, scheduler and
+callbacks run unchanged. Each module's dtype picks OpenVINO's inference precision (`dtype:
+bfloat16` → bf16, which uses AMX/AVX-512 BF16 where the CPU has it). Converted models are cached
+on disk (`ov_cache.py`). Imported only for `backend: openvino`: the torch path never imports openvino.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from diffcli.errors import ModelError, PresetError
+from diffcli.errors import PresetError
+from diffcli.run.ov_convert import Converted, as_array, import_openvino, inference_precision
 
 SUPPORTED = ("UNet2DConditionModel", "UNet2DModel")
-PRECISIONS = {torch.float32: ("f32", "FP32"), torch.bfloat16: ("bf16", "BF16"), torch.float16: ("f16", "FP16")}
-STATS = {"conversions": 0, "disk_hits": 0, "compile_s": 0.0}  # this process's counts (tests, benchmarks)
-
-
-def import_openvino() -> Any:
-    """The `openvino` module, or a PresetError saying how to install it."""
-    try:
-        import openvino
-    except ImportError as err:
-        raise PresetError(f"backend: openvino: the openvino package cannot be imported ({err})",
-                          hint='pip install "diffcli[openvino]", or set backend: torch') from None
-    return openvino
 
 
 def check_openvino(pipe: Any, preset: Any, device: Any) -> Any:
@@ -56,30 +43,19 @@ def check_openvino(pipe: Any, preset: Any, device: Any) -> Any:
     return unet
 
 
-def inference_precision(ov: Any, dtype: Any) -> str:
-    """OpenVINO's INFERENCE_PRECISION_HINT for a UNet of this dtype, or a PresetError if this CPU lacks it."""
-    hint, capability = PRECISIONS.get(dtype, (None, None))
-    if hint is None:
-        raise PresetError(f"backend: openvino: runs float32, bfloat16 or float16, not {dtype}",
-                          hint="set dtype: float32")
-    available = cpu_capabilities(ov)
-    if capability not in available:
-        raise PresetError(f"backend: openvino: this CPU has no {capability} inference "
-                          f"(OpenVINO lists {', '.join(available)})", hint="set dtype: float32")
-    return hint
-
-
-def cpu_capabilities(ov: Any) -> list[str]:
-    """What OpenVINO's CPU plugin can compute on this machine (FP32, BF16, FP16, INT8, ...)."""
-    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-
-
 def use_openvino(pipe: Any, preset: Any, device: Any) -> "OpenVINOUNet":
-    """Replace `pipe.unet` with the OpenVINO-backed module (conversion happens at its first call)."""
+    """Replace `pipe.unet` (and an AutoencoderKL's `decode`) with OpenVINO-backed stand-ins; each converts
+    at its first call."""
     unet = check_openvino(pipe, preset, device)
-    inference_precision(import_openvino(), unet.dtype)
-    shim = OpenVINOUNet(unet, source={"model": preset.model, "revision": preset.revision, "variant": preset.variant})
+    ov = import_openvino()
+    inference_precision(ov, unet.dtype)
+    source = {"model": preset.model, "revision": preset.revision, "variant": preset.variant}
+    shim = OpenVINOUNet(unet, source)
     pipe.unet = shim
+    vae = getattr(pipe, "vae", None)
+    if type(vae).__name__ == "AutoencoderKL" and not (preset.vae_tiling or preset.vae_slicing):
+        inference_precision(ov, vae.dtype)
+        vae.decode = OpenVINODecoder(vae, source)  # an instance attribute: the class's method is untouched
     return shim
 
 
@@ -92,7 +68,8 @@ class OpenVINOUNet(torch.nn.Module):
         self.config = unet.config
         self.conditional = type(unet).__name__ == "UNet2DConditionModel"
         self.source = source
-        self._compiled: dict[tuple[Any, ...], Any] = {}
+        self.runner = Converted(self.original, lambda module: _TraceableUNet(module, self.conditional), "unet",
+                                source)
 
     @property
     def dtype(self) -> Any:
@@ -110,11 +87,12 @@ class OpenVINOUNet(torch.nn.Module):
             raise PresetError(f"backend: openvino: the pipeline passes {', '.join(unused or ['class_labels'])} "
                               "to its UNet, which the converted UNet does not take",
                               hint="use backend: torch for this model")
-        inputs = [_array(sample), np.asarray(_timestep(timestep), dtype=np.float32)]
+        import numpy as np
+
+        inputs = [as_array(sample), np.asarray(_timestep(timestep), dtype=np.float32)]
         if self.conditional:
-            inputs.append(_array(encoder_hidden_states))
-        compiled = self._model_for(inputs)
-        out = torch.from_numpy(compiled(inputs)[0]).to(sample.dtype)
+            inputs.append(as_array(encoder_hidden_states))
+        out = torch.from_numpy(self.runner(inputs)).to(sample.dtype)
         if not return_dict:
             return (out,)
         if self.conditional:
@@ -125,56 +103,33 @@ class OpenVINOUNet(torch.nn.Module):
 
         return UNet2DOutput(sample=out)
 
-    def example_inputs(self, batch: int, height: int, width: int, text_length: int = 77) -> list[np.ndarray]:
-        """Zero inputs of a call's shapes (latent height/width; batch with CFG), for `prepare` ahead of a run."""
+    def example_inputs(self, batch: int, height: int, width: int, text_length: int = 77) -> list[Any]:
+        """Zero inputs of a call's shapes (latent height/width; batch with CFG), for `runner.prepare` ahead of
+        a run."""
+        import numpy as np
+
         inputs = [np.zeros((batch, self.config.in_channels, height, width), np.float32), np.asarray(999.0, np.float32)]
         if self.conditional:
             inputs.append(np.zeros((batch, text_length, self.config.cross_attention_dim), np.float32))
         return inputs
 
-    def prepare(self, inputs: list[np.ndarray], model: Any = None) -> Any:
-        """Compile for these inputs' shapes: `model` when given (not cached), else the UNet read from the disk
-        cache or converted (and cached)."""
-        from diffcli.run.ov_cache import cache_key, compile_cached, load_or_convert
 
-        ov = import_openvino()
-        shapes = tuple(tuple(a.shape) for a in inputs)
-        xml = None
-        if model is None:
-            key = cache_key(self.original, self.source, shapes, ov.__version__)
-            model, converted, xml = load_or_convert(ov, key, lambda: self.convert(inputs))
-            STATS["conversions" if converted else "disk_hits"] += 1
-        started = time.perf_counter()
-        self._compiled[shapes] = compile_cached(ov, model, xml, {
-            "INFERENCE_PRECISION_HINT": inference_precision(ov, self.dtype),
-            "INFERENCE_NUM_THREADS": torch.get_num_threads()})
-        STATS["compile_s"] += time.perf_counter() - started
-        return self._compiled[shapes]
+class OpenVINODecoder:
+    """An AutoencoderKL's `decode(z, return_dict=True, generator=None)` answered by compiled OpenVINO models."""
 
-    def _model_for(self, inputs: list[np.ndarray]) -> Any:
-        compiled = self._compiled.get(tuple(tuple(a.shape) for a in inputs))
-        return compiled if compiled is not None else self.prepare(inputs)
+    def __init__(self, vae: Any, source: dict[str, Any]) -> None:
+        self.runner = Converted(vae, _TraceableDecoder, "vae_decoder", source)
 
-    def convert(self, inputs: list[np.ndarray]) -> Any:
-        """The UNet as an OpenVINO model with these inputs' static shapes (not cached), traced in float32."""
-        import copy
-        import warnings
+    def __call__(self, z: Any, return_dict: bool = True, generator: Any = None) -> Any:
+        out = torch.from_numpy(self.runner([as_array(z)])).to(z.dtype)
+        if not return_dict:
+            return (out,)
+        from diffusers.models.autoencoders.vae import DecoderOutput
 
-        ov = import_openvino()
-        example = tuple(torch.from_numpy(a) for a in inputs)
-        specs = [(list(a.shape), ov.Type.f32) for a in inputs]
-        unet = self.original if self.dtype == torch.float32 else copy.deepcopy(self.original).float()
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes: shapes are static
-                return ov.convert_model(_Traceable(unet, self.conditional), example_input=example, input=specs)
-        except Exception as err:  # noqa: BLE001 - the converter raises many kinds; one line for the user
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise ModelError(f"backend: openvino: cannot convert the UNet: {first}",
-                             hint="use backend: torch for this model") from None
+        return DecoderOutput(sample=out)
 
 
-class _Traceable(torch.nn.Module):
+class _TraceableUNet(torch.nn.Module):
     """The UNet with tensor-only inputs and output, for the converter."""
 
     def __init__(self, unet: Any, conditional: bool) -> None:
@@ -187,8 +142,15 @@ class _Traceable(torch.nn.Module):
         return self.unet(sample, timestep, return_dict=False)[0]
 
 
-def _array(tensor: Any) -> np.ndarray:
-    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
+class _TraceableDecoder(torch.nn.Module):
+    """The VAE's decoder path (`post_quant_conv` + decoder), for the converter."""
+
+    def __init__(self, vae: Any) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: Any) -> Any:
+        return type(self.vae).decode(self.vae, z, return_dict=False)[0]
 
 
 def _timestep(timestep: Any) -> float:

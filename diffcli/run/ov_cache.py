@@ -1,7 +1,7 @@
-"""On-disk cache of OpenVINO-converted UNets: one folder per model, shapes and library versions.
+"""On-disk cache of OpenVINO-converted models (UNet, VAE decoder): one folder per model, part, shapes and versions.
 
 The folder is `$DIFFCLI_OPENVINO_CACHE`, else `$HF_HOME/diffcli/openvino`, else
-`~/.cache/diffcli/openvino`. An entry is `<key hash>/unet.xml` + `unet.bin` + `key.json` (and
+`~/.cache/diffcli/openvino` (`caches.py`). An entry is `<key hash>/model.xml` + `model.bin` + `key.json` (and
 OpenVINO's compiled-model cache in `compiled/`, see `compile_cached`), written
 into a temporary folder beside it and renamed into place, so a reader never sees half an entry
 and two processes converting at once both succeed (the second rename loses and is discarded).
@@ -20,18 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from diffcli.run.caches import OPENVINO, cache_folder
+
 STALE_TEMP_S = 24 * 3600  # temporary folders older than this were left by a killed process
-
-
-def cache_root() -> Path:
-    """Where converted models live (see the module docstring)."""
-    explicit = os.environ.get("DIFFCLI_OPENVINO_CACHE", "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    hf_home = os.environ.get("HF_HOME", "").strip()
-    if hf_home:
-        return Path(hf_home).expanduser() / "diffcli" / "openvino"
-    return Path.home() / ".cache" / "diffcli" / "openvino"
 
 
 def weights_fingerprint(module: Any, samples: int = 64) -> str:
@@ -48,17 +39,18 @@ def weights_fingerprint(module: Any, samples: int = 64) -> str:
     return digest.hexdigest()
 
 
-def cache_key(unet: Any, source: dict[str, Any], shapes: tuple[tuple[int, ...], ...], openvino_version: str) -> dict:
-    """Everything a converted model depends on."""
+def cache_key(module: Any, source: dict[str, Any], part: str, shapes: tuple[tuple[int, ...], ...],
+              openvino_version: str) -> dict:
+    """Everything a converted model depends on (`part`: which of the pipeline's modules, e.g. unet)."""
     import diffusers
     import torch
 
     from diffcli import __version__
 
-    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-    return {"format": 1, "model": source.get("model"), "revision": source.get("revision"),
-            "variant": source.get("variant"), "class": type(unet).__name__, "config": config,
-            "weights": weights_fingerprint(unet), "shapes": [list(s) for s in shapes],
+    config = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
+    return {"format": 2, "model": source.get("model"), "revision": source.get("revision"),
+            "variant": source.get("variant"), "part": part, "class": type(module).__name__, "config": config,
+            "weights": weights_fingerprint(module), "shapes": [list(s) for s in shapes],
             "openvino": openvino_version, "torch": torch.__version__, "diffusers": diffusers.__version__,
             "diffcli": __version__}
 
@@ -70,12 +62,12 @@ def key_hash(key: dict) -> str:
 def load_or_convert(ov: Any, key: dict, convert: Callable[[], Any]) -> tuple[Any, bool, Path | None]:
     """The cached model for `key` (read from disk), else `convert()` saved into the cache.
 
-    Returns (model, converted, the entry's unet.xml or None when it could not be written): a cache
+    Returns (model, converted, the entry's model.xml or None when it could not be written): a cache
     that cannot be written costs nothing but the reuse.
     """
-    root = cache_root()
+    root = cache_folder(OPENVINO)
     entry = root / key_hash(key)
-    xml = entry / "unet.xml"
+    xml = entry / "model.xml"
     if xml.is_file() and (entry / "key.json").is_file():
         try:
             return ov.Core().read_model(str(xml)), False, xml
@@ -89,7 +81,7 @@ def load_or_convert(ov: Any, key: dict, convert: Callable[[], Any]) -> tuple[Any
     except OSError:
         return model, True, None
     try:
-        ov.save_model(model, str(temp / "unet.xml"), compress_to_fp16=False)
+        ov.save_model(model, str(temp / "model.xml"), compress_to_fp16=False)
         (temp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str) + "\n")
         try:
             os.rename(temp, entry)
@@ -106,7 +98,7 @@ def load_or_convert(ov: Any, key: dict, convert: Callable[[], Any]) -> tuple[Any
 def compile_cached(ov: Any, model: Any, xml: Path | None, config: dict[str, Any]) -> Any:
     """Compile for the CPU; from a cache entry, with OpenVINO's own compiled-model cache beside it.
 
-    That cache (`<entry>/compiled/`, CACHE_MODE OPTIMIZE_SIZE: about 1 MB, the weights stay in unet.bin)
+    That cache (`<entry>/compiled/`, CACHE_MODE OPTIMIZE_SIZE: about 1 MB, the weights stay in model.bin)
     halves the compile time of later runs. An unwritable or damaged one is skipped, not an error.
     """
     core = ov.Core()

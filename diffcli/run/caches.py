@@ -1,0 +1,53 @@
+"""diffcli's on-disk caches: converted OpenVINO models and torch.compile's artefacts, kept between runs.
+
+Each lives in its own folder: `$<its variable>`, else `$HF_HOME/diffcli/<name>`, else
+`~/.cache/diffcli/<name>`, so that it sits beside the Hugging Face cache and survives the
+machine's temporary folder being cleared (torch.compile's default is `/tmp/torchinductor_<user>`).
+A cache holds code or models that later runs load: keep it where only you can write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OPENVINO = ("DIFFCLI_OPENVINO_CACHE", "openvino")
+COMPILE = ("DIFFCLI_COMPILE_CACHE", "inductor")
+
+
+def cache_folder(which: tuple[str, str]) -> Path:
+    """The folder of one cache (see the module docstring); not created here."""
+    variable, name = which
+    explicit = os.environ.get(variable, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    hf_home = os.environ.get("HF_HOME", "").strip()
+    if hf_home:
+        return Path(hf_home).expanduser() / "diffcli" / name
+    return Path.home() / ".cache" / "diffcli" / name
+
+
+def use_compile_cache() -> str:
+    """Point torch.compile's on-disk caches (inductor's FX graph and kernel caches, AOTAutograd's) at
+    diffcli's compile cache, unless `TORCHINDUCTOR_CACHE_DIR` is set; returns the folder in use.
+
+    A folder that cannot be made leaves torch's own default in place.
+    """
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "").strip()
+    if chosen:
+        return chosen
+    folder = cache_folder(COMPILE)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return ""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return str(folder)
+
+
+def compile_cache_counts() -> dict[str, int]:
+    """This process's inductor FX-graph cache hits and misses so far (a warm run has hits, no misses)."""
+    from torch._dynamo.utils import counters
+
+    return {"hits": int(counters["inductor"]["fxgraph_cache_hit"]),
+            "misses": int(counters["inductor"]["fxgraph_cache_miss"])}

@@ -1,11 +1,14 @@
 """Speed/memory levers are applied the current diffusers way (checked where a CPU can show it)."""
 
+import json
+
 import pytest
 import torch
 
 from diffcli.errors import PresetError
 from diffcli.run.pipelines import load_pipeline
 from diffcli.plan.presets import Preset
+from tests.conftest import run_cli
 
 
 def load(model, **levers):
@@ -84,3 +87,23 @@ def test_thread_defaults(monkeypatch):
     assert threads.default_threads() == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads.default_threads() == 3
+
+
+def test_second_compile_process_reuses_the_first_ones_artefacts(tiny_ddpm, tmp_path, monkeypatch):
+    """compile: the graphs and kernels go to diffcli's compile cache (beside HF_HOME, not /tmp), and a
+    second process loads them instead of compiling: cache hits and no misses."""
+    for variable in ("TORCHINDUCTOR_CACHE_DIR", "DIFFCLI_COMPILE_CACHE"):
+        monkeypatch.delenv(variable, raising=False)
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    runs = []
+    for name in ("cold", "warm"):
+        result = run_cli("unconditional", "--model", str(tiny_ddpm), "--set", "compile=default", "--steps", "2",
+                         "-o", str(tmp_path / name), "--json", env=env, timeout=600)
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(result.stdout))
+    cold, warm = (run["compile_cache"] for run in runs)
+    folder = tmp_path / "hf" / "diffcli" / "inductor"
+    assert cold["folder"] == warm["folder"] == str(folder) and any(folder.iterdir())
+    assert cold["misses"] > 0
+    assert warm["hits"] >= cold["misses"] and warm["misses"] == 0
+    assert all(run["timings"]["first_batch_s"] <= run["timings"]["generate_s"] for run in runs)

@@ -29,12 +29,19 @@ def cache_folder(which: tuple[str, str]) -> Path:
 
 def use_compile_cache() -> str:
     """Point torch.compile's on-disk caches (inductor's FX graph and kernel caches, AOTAutograd's) at
-    diffcli's compile cache, unless `TORCHINDUCTOR_CACHE_DIR` is set; returns the folder in use.
+    diffcli's compile cache, unless `TORCHINDUCTOR_CACHE_DIR` names another folder; returns the folder in use.
 
-    A folder that cannot be made leaves torch's own default in place.
+    Importing diffusers already sets that variable to torch's default (`/tmp/torchinductor_<user>`), so
+    the default counts as unset. A folder that cannot be made leaves torch's choice in place.
     """
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "").strip()
-    if chosen:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        torch_default = os.path.abspath(default_cache_dir())
+    except ImportError:  # another torch layout: whatever is set stays
+        torch_default = None
+    if chosen and os.path.abspath(chosen) != torch_default:
         return chosen
     folder = cache_folder(COMPILE)
     try:
@@ -45,9 +52,11 @@ def use_compile_cache() -> str:
     return str(folder)
 
 
-def compile_cache_counts() -> dict[str, int]:
-    """This process's inductor FX-graph cache hits and misses so far (a warm run has hits, no misses)."""
+def compile_cache_counts() -> dict[str, int | str]:
+    """The compile cache's folder and this process's inductor FX-graph cache hits and misses (a warm run:
+    hits, no misses)."""
     from torch._dynamo.utils import counters
 
-    return {"hits": int(counters["inductor"]["fxgraph_cache_hit"]),
+    return {"folder": os.environ.get("TORCHINDUCTOR_CACHE_DIR", ""),
+            "hits": int(counters["inductor"]["fxgraph_cache_hit"]),
             "misses": int(counters["inductor"]["fxgraph_cache_miss"])}

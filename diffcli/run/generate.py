@@ -150,7 +150,7 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     generate_started = time.perf_counter()
     completed = False
     try:
-        for batch in batches(todo, preset.batch_size):
+        for number, batch in enumerate(batches(todo, preset.batch_size)):
             switch.use(batch[0])  # a --vary cell's scheduler, built with from_config (no reload)
             generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
             images = sample_batch(loaded.pipe, task, batch, generators,
@@ -158,6 +158,8 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
             from diffcli.sinks.pixels import to_uint8
 
             fan.on_images(batch, to_uint8(images))
+            if number == 0:  # with compile: the compilation, or its reuse from the compile cache
+                report.timings["first_batch_s"] = round(time.perf_counter() - generate_started, 3)
         completed = True
     finally:
         fan.entries = {}
@@ -169,6 +171,10 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
             raise
         finally:
             report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)
+            if preset.compile != "none":
+                from diffcli.run.caches import compile_cache_counts
+
+                report.extra["compile_cache"] = compile_cache_counts()
 
 
 def _merge(report: Report, entries: dict[str, list[dict[str, Any]]]) -> None:

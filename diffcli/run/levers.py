@@ -54,6 +54,9 @@ def apply_levers(pipe: Any, preset: Preset, device: Any) -> None:
 
         use_openvino(pipe, preset, device)
     if preset.compile != "none" and denoiser is not None:
+        from diffcli.run.caches import use_compile_cache
+
+        use_compile_cache()  # a later process reuses this one's compiled graphs and kernels
         mode = None if preset.compile == "default" else preset.compile
         compiled = torch.compile(denoiser, mode=mode)
         setattr(pipe, "unet" if getattr(pipe, "unet", None) is not None else "transformer", compiled)

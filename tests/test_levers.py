@@ -1,6 +1,7 @@
 """Speed/memory levers are applied the current diffusers way (checked where a CPU can show it)."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -107,3 +108,21 @@ def test_second_compile_process_reuses_the_first_ones_artefacts(tiny_ddpm, tmp_p
     assert cold["misses"] > 0
     assert warm["hits"] >= cold["misses"] and warm["misses"] == 0
     assert all(run["timings"]["first_batch_s"] <= run["timings"]["generate_s"] for run in runs)
+
+
+def test_compile_cache_folder_rules(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from diffcli.run.caches import use_compile_cache
+
+    monkeypatch.delenv("DIFFCLI_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice stays
+    assert use_compile_cache() == str(tmp_path / "mine")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what importing diffusers sets
+    assert use_compile_cache() == str(tmp_path / "hf" / "diffcli" / "inductor")
+    assert (tmp_path / "hf" / "diffcli" / "inductor").is_dir()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("DIFFCLI_COMPILE_CACHE", str(tmp_path / "file" / "inductor"))  # cannot be made
+    assert use_compile_cache() == "" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == default_cache_dir()

@@ -55,8 +55,10 @@ def use_compile_cache() -> str:
 def compile_cache_counts() -> dict[str, int | str]:
     """The compile cache's folder and this process's inductor FX-graph cache hits and misses (a warm run:
     hits, no misses)."""
-    from torch._dynamo.utils import counters
+    import sys
 
+    utils = sys.modules.get("torch._dynamo.utils")  # not imported: nothing was compiled (a failed load)
+    counters = utils.counters if utils is not None else {"inductor": {}}
     return {"folder": os.environ.get("TORCHINDUCTOR_CACHE_DIR", ""),
-            "hits": int(counters["inductor"]["fxgraph_cache_hit"]),
-            "misses": int(counters["inductor"]["fxgraph_cache_miss"])}
+            "hits": int(counters["inductor"].get("fxgraph_cache_hit", 0)),
+            "misses": int(counters["inductor"].get("fxgraph_cache_miss", 0))}

@@ -90,15 +90,18 @@ def test_thread_defaults(monkeypatch):
     assert threads.default_threads() == 3
 
 
-def test_second_compile_process_reuses_the_first_ones_artefacts(tiny_ddpm, tmp_path, monkeypatch):
+def test_second_compile_process_reuses_the_first_ones_artefacts(tmp_path, monkeypatch):
     """compile: the graphs and kernels go to diffcli's compile cache (beside HF_HOME, not /tmp), and a
     second process loads them instead of compiling: cache hits and no misses."""
+    from tests.tiny import build_minimal_unconditional
+
+    model = build_minimal_unconditional(tmp_path / "model")
     for variable in ("TORCHINDUCTOR_CACHE_DIR", "DIFFCLI_COMPILE_CACHE"):
         monkeypatch.delenv(variable, raising=False)
     env = {"HF_HOME": str(tmp_path / "hf")}
     runs = []
     for name in ("cold", "warm"):
-        result = run_cli("unconditional", "--model", str(tiny_ddpm), "--set", "compile=default", "--steps", "2",
+        result = run_cli("unconditional", "--model", str(model), "--set", "compile=default", "--steps", "1",
                          "-o", str(tmp_path / name), "--json", env=env, timeout=600)
         assert result.returncode == 0, result.stderr
         runs.append(json.loads(result.stdout))

@@ -65,21 +65,22 @@ def test_txt2img_pixels_match_torch(model, request):
     assert np.abs(uint8(converted) - uint8(reference)).max() <= 1
 
 
-def test_dtype_bfloat16_compiles_for_bf16_and_stays_close_to_float32():
-    prompts = [f"a handwritten digit {d}" for d in range(10)]
+def test_dtype_bfloat16_compiles_for_bf16_and_stays_close_to_float32(tiny_sd):
+    prompts = ["a cat", "a red dog"]
     if "BF16" not in ov_convert.cpu_capabilities(ov):  # this CPU cannot: the run is refused up front
         with pytest.raises(PresetError, match="this CPU has no BF16 inference"):
-            load(DIGITS_TEXT, "openvino", dtype="bfloat16")
+            load(tiny_sd, "openvino", dtype="bfloat16")
         return
-    reference = txt2img(load(DIGITS_TEXT), prompts)
-    pipe = load(DIGITS_TEXT, "openvino", dtype="bfloat16")
+    reference = txt2img(load(tiny_sd), prompts)
+    pipe = load(tiny_sd, "openvino", dtype="bfloat16")
     converted = np.asarray(txt2img(pipe, prompts), dtype=np.float32)
     for runner in (pipe.unet.runner, pipe.vae.decode.runner):
         (compiled,) = runner.compiled.values()
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
     assert pipe.unet.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in pipe.vae.parameters())
     difference = np.abs(converted - np.asarray(reference))
-    # bf16 keeps 8 bits of mantissa: measured max 0.013, mean 0.0015 (torch bf16 itself: 0.014, 0.0016)
+    # bf16 keeps 8 bits of mantissa: measured max 0.010, mean 0.0018 (torch bf16 itself: 0.008, 0.0016);
+    # on digits-text max 0.013, mean 0.0015
     assert difference.mean() < 0.005 and difference.max() < 0.05
     assert difference.max() > 1e-4  # it did not run float32
 

@@ -22,6 +22,20 @@ def build_tiny_unconditional(folder: Path, sample_size: int = 8, channels: int =
     return folder
 
 
+
+def build_minimal_unconditional(folder: Path) -> Path:
+    """A DDPMPipeline folder with the smallest UNet2DModel diffusers builds (one block, no mid block, ~7K
+    parameters): the fewest kernels for torch.compile to generate."""
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8,),
+                       norm_num_groups=4, down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",),
+                       mid_block_type=None)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(folder)
+    return folder
+
 TINY_WORDS = ["a", "cat", "dog", "playing", "bass", "photo", "of", "the", "blurry", "red", "blue"]
 
 

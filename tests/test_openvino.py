@@ -178,15 +178,17 @@ def test_refusals(tiny_sd, monkeypatch):
 
 
 def test_cli_run_and_torch_path_never_imports_openvino(tiny_sd, tmp_path, _cache):
-    result = run_cli("txt2img", "a cat", "--model", str(tiny_sd), "--backend", "openvino", "--steps", "3",
-                     "-o", str(tmp_path / "ov"), "--json", env={"DIFFCLI_OPENVINO_CACHE": str(_cache)})
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["preset"]["backend"] == "openvino" and list(_cache.iterdir())
     script = ("import sys; from diffcli.__main__ import main; sys.argv = ['diffcli', 'txt2img', 'a cat', '--model', "
               f"{str(tiny_sd)!r}, '--steps', '2', '-o', {str(tmp_path / 'torch')!r}, '--quiet']\n"
               "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
               "print('openvino' in sys.modules, 'torch' in sys.modules)")
-    torch_run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    assert torch_run.returncode == 0, torch_run.stderr
-    assert torch_run.stdout.split()[-2:] == ["False", "True"]  # after the image path it printed
+    # two independent single-threaded processes: run side by side
+    torch_run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    result = run_cli("txt2img", "a cat", "--model", str(tiny_sd), "--backend", "openvino", "--steps", "3",
+                     "-o", str(tmp_path / "ov"), "--json", env={"DIFFCLI_OPENVINO_CACHE": str(_cache)})
+    out, err = torch_run.communicate(timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["preset"]["backend"] == "openvino" and list(_cache.iterdir())
+    assert torch_run.returncode == 0, err
+    assert out.split()[-2:] == ["False", "True"]  # after the image path it printed

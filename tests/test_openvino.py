@@ -50,10 +50,8 @@ def uint8(images) -> np.ndarray:
     return (np.clip(np.asarray(images), 0, 1) * 255).round().astype(int)
 
 
-@pytest.mark.parametrize("model", ["tiny_sd", "digits_text"])
-def test_txt2img_pixels_match_torch(model, request):
-    folder = request.getfixturevalue("tiny_sd") if model == "tiny_sd" else DIGITS_TEXT
-    prompts = ["a cat", "a red dog"] if model == "tiny_sd" else [f"a handwritten digit {d}" for d in range(10)]
+def test_txt2img_pixels_match_torch():
+    folder, prompts = DIGITS_TEXT, [f"a handwritten digit {d}" for d in range(10)]
     reference = txt2img(load(folder), prompts)
     pipe = load(folder, "openvino")
     assert type(pipe.unet).__name__ == "OpenVINOUNet"

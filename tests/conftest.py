@@ -15,25 +15,67 @@ os.environ.setdefault("COLUMNS", "120")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def cached_model(name: str, build) -> Path:
+    """A tiny pipeline built once per builder code and library versions, shared by every test process.
+
+    Kept under DIFFCLI_TEST_CACHE (default: ~/.cache/diffcli-tests); the key hashes the builder modules and
+    the diffusers/transformers/torch versions, so a change to a builder rebuilds it. Built into a temporary
+    folder and renamed into place, so parallel workers never see half a pipeline. Tests must not modify it.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    import diffusers
+    import torch
+    import transformers
+
+    digest = hashlib.sha256()
+    for module in ("tiny.py", "tiny_families.py"):
+        digest.update((REPO / "tests" / module).read_bytes())
+    digest.update(f"{diffusers.__version__} {transformers.__version__} {torch.__version__}".encode())
+    root = Path(os.environ.get("DIFFCLI_TEST_CACHE") or Path.home() / ".cache" / "diffcli-tests")
+    folder = root / f"{name}-{digest.hexdigest()[:16]}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
+    build(scratch / name)
+    try:
+        os.replace(scratch / name, folder)
+    except OSError:  # another worker won the race: use its copy
+        pass
+    shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_ddpm(tmp_path_factory) -> Path:
+def tiny_ddpm() -> Path:
     from tests.tiny import build_tiny_unconditional
 
-    return build_tiny_unconditional(tmp_path_factory.mktemp("models") / "tiny-ddpm")
+    return cached_model("tiny-ddpm", build_tiny_unconditional)
 
 
 @pytest.fixture(scope="session")
-def tiny_sd(tmp_path_factory) -> Path:
+def tiny_sd() -> Path:
     from tests.tiny import build_tiny_sd
 
-    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+    return cached_model("tiny-sd", build_tiny_sd)
 
 
 @pytest.fixture(scope="session")
-def tiny_sdxl(tmp_path_factory) -> Path:
+def tiny_sdxl() -> Path:
     from tests.tiny import build_tiny_sd
 
-    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sdxl", xl=True)
+    return cached_model("tiny-sdxl", lambda folder: build_tiny_sd(folder, xl=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_family():
+    """`tiny_family(name)`: the cached tiny pipeline of a transformer family (tests/tiny_families.py)."""
+    from tests.tiny_families import BUILDERS
+
+    return lambda name: cached_model(f"tiny-{name}", BUILDERS[name])
 
 
 @pytest.fixture(autouse=True)

@@ -86,7 +86,7 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
     from diffcli.run.prompt_embeds import prompt_warnings
 
     check_local_files(preset.loras, preset.allow_pickle)  # a missing LoRA fails before the model loads
-    for message in prompt_warnings(preset, planned[1]):  # CLIP's silent truncation, said out loud
+    for message in prompt_warnings(preset, planned[1], planned[0]):  # CLIP's silent truncation, said out loud
         emitter.warn(message)
     report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"],
                             planned=planned)

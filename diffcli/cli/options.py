@@ -19,14 +19,16 @@ from diffcli.plan.keys import KEYS
 
 GENERATION_KEYS = ("model", "config", "scheduler", "steps", "seed", "num_images", "batch_size", "device", "dtype", "every",
                    "output", "grid", "gallery", "offline", "allow_pickle", "threads", "step_cache", "backend")
-PROMPT_KEYS = ("negative_prompt", "guidance_scale", "width", "height", "prompt_syntax", "loras", "lora_weight")
+PROMPT_KEYS = ("negative_prompt", "guidance_scale", "width", "height", "prompt_syntax", "max_sequence_length", "loras",
+               "lora_weight")
 TRACE_KEYS = ("show", "animation", "frame_duration")
 
 
 def _default_text(name: str) -> str:
     key = KEYS[name]
     if key.task_defaults:
-        parts = ", ".join(f"{value} for {task}" for task, value in key.task_defaults.items())
+        parts = ", ".join(f"{value} for {task}" if task != "txt2img" else "the pipeline's own for txt2img "
+                          "(`diffcli inspect` shows it)" for task, value in key.task_defaults.items())
         return f" [default: {parts}, unless the preset sets it]"
     if key.type is bool or key.default in (None, "", ()):
         return ""

@@ -31,6 +31,9 @@ class ModelFacts:
     fixed_size: bool    # unconditional models make one size only
     name: str           # what the metadata's `Model:` field records
     scheduler_config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the model's own
+    family: str = "other"  # the pipeline family (diffcli.families), by name
+    defaults: dict[str, Any] = field(default_factory=dict, compare=False)  # the pipeline's own call defaults
+    weighted_prompts: bool = True  # A1111 weighted syntax possible (CLIP text encoders only)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Item:
     strength: float | None = None                       # img2img: how much of the init image is redrawn
     init_image: str = ""                                # img2img: the init image's path ...
     init_sha256: str = ""                               # ... and the sha256 of its file
+    max_sequence_length: int | None = None              # T5 tokens read; None: the pipeline's own
 
     @property
     def run_steps(self) -> int:
@@ -89,7 +93,7 @@ class Item:
         weighted = (self.prompt, self.negative_prompt) if self.prompt_syntax == "weighted" else ()  # same chunks
         return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "",
                 self.scheduler, self.scheduler_options, self.strength, self.init_image, self.loras,
-                self.prompt_syntax, weighted)
+                self.prompt_syntax, weighted, self.max_sequence_length)
 
     def options(self) -> dict[str, Any]:
         """The scheduler options as a mapping."""
@@ -135,7 +139,7 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
     lines = lines if task == "txt2img" else [PromptLine(prompt="")]
     items: list[Item] = []
     for prompt_index, line in enumerate(lines):
-        values = {**_preset_values(preset, task), **line.values}
+        values = {**_preset_values(preset, task, facts.defaults), **line.values}
         where = f"line {line.line}: " if line.line else ""
         count, seed = values["num_images"], values["seed"]
         if seed + count - 1 > SEED_MAX:
@@ -156,16 +160,17 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
                 loras=loras, prompt_syntax=preset.prompt_syntax,
                 scheduler=preset.scheduler or "", scheduler_options=frozen_options(dict(preset.scheduler_options)),
                 strength=strength, init_image=preset.init_image or "",
+                max_sequence_length=preset.max_sequence_length,
             ))
     return items
 
 
-def _preset_values(preset: Any, task: str) -> dict[str, Any]:
-    """The per-image keys of a preset, `None`s replaced by the task's defaults."""
+def _preset_values(preset: Any, task: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The per-image keys of a preset, `None`s replaced by the pipeline's own defaults, else the task's."""
     values = {}
     for name in ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength"):
         value = getattr(preset, name)
-        values[name] = KEYS[name].default_for(task) if value is None else value
+        values[name] = defaults.get(name, KEYS[name].default_for(task)) if value is None else value
     return values
 
 

@@ -92,6 +92,9 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("prompt_syntax", str, "plain", "plain: prompts go to the pipeline as typed (CLIP keeps 75 tokens) | weighted: "
        "A1111 syntax, (word:1.3) weights and long prompts in 75-token chunks (SD 1.x/2.x, SDXL).",
        choices=("plain", "weighted"), flag="--prompt-syntax"),
+    _k("max_sequence_length", int, None, "Prompt tokens a T5 encoder reads (Flux, SD3, PixArt, Chroma; default: the "
+       "pipeline's own, e.g. 512 for Flux, 256 for SD3, 300 for PixArt).", nullable=True, low=1, high=4096,
+       flag="--max-sequence-length"),
     _k("loras", list, (), "LoRAs as PATH_OR_HUB_ID[:WEIGHT] (repeatable flag) or a list of {path, weight, name}; "
        "local paths resolve against the preset file; safetensors unless allow_pickle.", flag="--lora"),
     _k("lora_weight", float, 1.0, "Scales every LoRA's weight (per image: a prompts-file line may set it).",

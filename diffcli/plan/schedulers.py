@@ -14,7 +14,10 @@ class SchedulerSpec:
     class_name: str
     options: tuple[tuple[str, Any], ...] = ()
     label: str = ""  # the A1111 "Sampler:" name
+    flow: bool = False  # for flow-matching models (the model predicts a velocity; sigmas run from 1 to 0)
 
+
+FLOW_OPTIONS = (("use_flow_sigmas", True), ("prediction_type", "flow_prediction"))
 
 SCHEDULERS: dict[str, SchedulerSpec] = {
     spec.name: spec
@@ -38,6 +41,11 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("deis", "DEISMultistepScheduler", label="DEIS"),
         SchedulerSpec("kdpm2", "KDPM2DiscreteScheduler", label="DPM2"),
         SchedulerSpec("kdpm2-a", "KDPM2AncestralDiscreteScheduler", label="DPM2 a"),
+        SchedulerSpec("flow-euler", "FlowMatchEulerDiscreteScheduler", label="Euler", flow=True),
+        SchedulerSpec("flow-heun", "FlowMatchHeunDiscreteScheduler", label="Heun", flow=True),
+        SchedulerSpec("flow-dpm++2m", "DPMSolverMultistepScheduler", FLOW_OPTIONS, label="DPM++ 2M", flow=True),
+        SchedulerSpec("flow-unipc", "UniPCMultistepScheduler", FLOW_OPTIONS, label="UniPC", flow=True),
+        SchedulerSpec("flow-lcm", "FlowMatchLCMScheduler", label="LCM", flow=True),
     )
 }
 
@@ -54,7 +62,10 @@ def check_scheduler_name(name: str) -> None:
 def name_for(scheduler: Any) -> str | None:
     """The short name matching a scheduler instance, if any (fixed options included)."""
     config = dict(scheduler.config)
+    flow = is_flow(scheduler)
     for spec in reversed(list(SCHEDULERS.values())):
+        if spec.flow != flow:
+            continue
         if spec.class_name == type(scheduler).__name__ and all(config.get(k) == v for k, v in spec.options):
             return spec.name
     return None
@@ -66,7 +77,17 @@ def label_for(scheduler: Any) -> str:
     return SCHEDULERS[name].label if name else type(scheduler).__name__
 
 
+def is_flow(scheduler: Any) -> bool:
+    """A flow-matching scheduler: a FlowMatch* class, or flow sigmas / flow prediction in its config."""
+    config = dict(scheduler.config)
+    return (type(scheduler).__name__.startswith("FlowMatch") or bool(config.get("use_flow_sigmas"))
+            or config.get("prediction_type") == "flow_prediction")
+
+
 def compatible_names(scheduler: Any) -> list[str]:
-    """Short names whose classes can replace this scheduler (diffusers' `compatibles`)."""
+    """Short names whose classes can replace this scheduler: diffusers' `compatibles` for noise-prediction
+    models, the flow-matching names for flow models (FlowMatch* classes list no `compatibles`)."""
+    if is_flow(scheduler):
+        return [spec.name for spec in SCHEDULERS.values() if spec.flow]
     classes = {type(scheduler).__name__} | {cls.__name__ for cls in getattr(scheduler, "compatibles", [])}
-    return [spec.name for spec in SCHEDULERS.values() if spec.class_name in classes]
+    return [spec.name for spec in SCHEDULERS.values() if spec.class_name in classes and not spec.flow]

@@ -17,7 +17,7 @@ def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | N
     import dataclasses
 
     from diffcli.plan.vary import expand, schedules
-    from diffcli.run.probe import check_frames_supported, probe_model
+    from diffcli.run.probe import probe_model
     from diffcli.run.schedulers import check_schedule
 
     facts, scheduler_config = probe_model(preset, wanted_task)
@@ -32,9 +32,10 @@ def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | N
         from diffcli.run.img2img import attach_init_image
 
         items = attach_init_image(preset, facts, items)
-    check_frames_supported(facts, preset.every)
+    from diffcli.families.registry import family_named
+
     for name, options, steps in schedules(items):
-        check_schedule(scheduler_config, name, options, steps)
+        check_schedule(scheduler_config, name, options, steps, family_named(facts.family))
     return facts, items
 
 

@@ -21,6 +21,12 @@ _IMAGE_PIPES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary(
 
 def attach_init_image(preset: Any, facts: ModelFacts, items: list[Item]) -> list[Item]:
     """Check the init image (bounded reading, exit 2) before any model loads; record its sha256 on each item."""
+    from diffcli.families.registry import family_named
+
+    family = family_named(facts.family)
+    if facts.task == "txt2img" and family.name != "other" and family.img2img is None:
+        raise UsageError(f"img2img: diffusers has no image-to-image pipeline for {facts.class_name}",
+                         hint="use txt2img with this model, or an SD, SDXL, SD3, Flux or Chroma model")
     if facts.task == "unconditional" and facts.class_name.startswith("LDM"):
         raise UsageError(f"img2img on a latent unconditional model ({facts.class_name}) is not supported",
                          hint="use a pixel-space unconditional model (DDPM) or a text-to-image model")
@@ -52,10 +58,14 @@ def image_pipeline(pipe: Any) -> Any:
     """The image-to-image pipeline sharing `pipe`'s modules; its scheduler follows `pipe`'s current one."""
     made = _IMAGE_PIPES.get(pipe)
     if made is None:
+        import diffusers
         from diffusers import AutoPipelineForImage2Image
 
+        from diffcli.families.registry import family_for
+
+        sibling = family_for(type(pipe).__name__).img2img
         try:
-            made = AutoPipelineForImage2Image.from_pipe(pipe)
+            made = (getattr(diffusers, sibling) if sibling else AutoPipelineForImage2Image).from_pipe(pipe)
         except ValueError as err:  # diffusers' "no image-to-image pipeline for X"
             raise ModelError(f"{type(pipe).__name__} has no image-to-image pipeline in diffusers "
                              f"({str(err).splitlines()[0][:120]})") from None

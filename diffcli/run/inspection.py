@@ -70,7 +70,9 @@ def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pi
     """Load the pipeline a preset/folder/hub id names (CPU, float32 unless `--set` says) and describe it."""
     from diffcli.run.levers import denoiser_of
     from diffcli.run.pipelines import load_pipeline
-    from diffcli.plan.schedulers import compatible_names, name_for
+    from diffcli.families.registry import family_for
+    from diffcli.plan.schedulers import name_for
+    from diffcli.run.schedulers import compatible_for
 
     preset = _preset_for(target, sets, offline, allow_pickle)
     loaded = load_pipeline(preset, None)
@@ -92,13 +94,39 @@ def inspect_target(target: str, sets: list[str], offline: bool = False, allow_pi
         "sample": sample,
         "scheduler": {"class": type(pipe.scheduler).__name__, "name": name_for(pipe.scheduler),
                       "config": json.loads(json.dumps(dict(pipe.scheduler.config), default=str)),
-                      "compatible": compatible_names(pipe.scheduler)},
+                      "compatible": compatible_for(pipe.scheduler, family_for(loaded.class_name))},
     }
+    info["family"] = family_info(loaded.class_name, pipe)
     from diffcli.run.single_file import describe, looks_single_file
 
     if looks_single_file(preset.model):
         info["single_file"] = describe(preset)
     return info
+
+
+SHIFT_KEYS = ("shift", "flow_shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len",
+              "max_image_seq_len", "time_shift_type", "use_flow_sigmas", "prediction_type")
+
+
+def family_info(class_name: str, pipe: Any) -> dict[str, Any]:
+    """The family adapter's view: denoiser, text encoders, flow matching and shift, the defaults that apply."""
+    from diffcli.families.registry import family_for
+    from diffcli.plan.schedulers import is_flow
+
+    family = family_for(class_name)
+    defaults = family.call_defaults(type(pipe)) if family.name != "ddpm" else {}
+    config = dict(pipe.scheduler.config)
+    flow = family.flow or is_flow(pipe.scheduler)
+    return {
+        "name": family.name, "denoiser": family.denoiser, "text_encoders": family.text_encoders or None,
+        "objective": "flow matching (x0 = x_t - sigma * v)" if flow else config.get("prediction_type", "epsilon"),
+        "latents": "packed 2x2 patches" if family.packed else "(B, C, h, w)",
+        "weighted_prompts": family.weighted_prompts, "img2img": family.img2img,
+        "resolution_binning": family.binning,
+        "defaults": {key: value for key, value in defaults.items() if key in ("num_inference_steps", "guidance_scale",
+                                                                              "max_sequence_length")},
+        "shift": {key: config[key] for key in SHIFT_KEYS if key in config} if flow else {},
+    }
 
 
 def _human(count: int | None) -> str:
@@ -126,6 +154,18 @@ def render(info: dict[str, Any]) -> None:
     if info["sample"]:
         console.print(f"sample size: {info['sample']['sample_size']}  channels: {info['sample']['in_channels']}",
                       highlight=False)
+    family = info.get("family") or {}
+    if family:
+        defaults = ", ".join(f"{k} {v}" for k, v in family["defaults"].items()) or "-"
+        console.print(f"family: {family['name']}  denoiser: {family['denoiser']}  objective: {family['objective']}  "
+                      f"latents: {family['latents']}", highlight=False, markup=False)
+        if family["text_encoders"]:
+            console.print(f"text encoders: {family['text_encoders']}", highlight=False, markup=False)
+        console.print(f"pipeline defaults (used when neither flag nor preset sets them): {defaults}",
+                      highlight=False, markup=False)
+        if family["shift"]:
+            console.print("timestep shift: " + ", ".join(f"{k}={v}" for k, v in family["shift"].items()),
+                          highlight=False, markup=False)
     table = Table(title="components")
     for column in ("name", "class", "parameters", "dtype", "device"):
         table.add_column(column)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from diffcli.errors import ModelError, UsageError
+from diffcli.errors import ModelError
 from diffcli.plan.items import ModelFacts
 from diffcli.plan.keys import MAX_SIDE
 
@@ -73,28 +73,49 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
     if not isinstance(getattr(diffusers, class_name, None), type):
         raise ModelError(f"{preset.model}: unknown pipeline class '{class_name}' (diffusers {diffusers.__version__})",
                          hint="upgrade diffusers, or check model_index.json")
+    from diffcli.families.registry import family_for
+
+    family = family_for(class_name)
+    pipeline_cls = getattr(diffusers, class_name)
     components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]}
+    _check_components(index, preset.model, pipeline_cls, family.optional)
     denoiser_name = "unet" if "unet" in components else "transformer"
     denoiser = _config(root, denoiser_name, "config.json", preset, offline)
     decoder_name = "vae" if "vae" in components else ("vqvae" if "vqvae" in components else None)
     factor = 1
     if decoder_name is not None:
         decoder = _config(root, decoder_name, "config.json", preset, offline)
-        channels = decoder.get("block_out_channels") or [0]
+        channels = decoder.get("block_out_channels") or decoder.get("encoder_block_out_channels") or [0]
         factor = 2 ** (len(channels) - 1) if isinstance(channels, list) and 0 < len(channels) <= 8 else 8
-    sample = _int(denoiser, "sample_size", 64)
-    side = sample * factor
+    factor = family.vae_factor or factor
+    side = family.default_side(pipeline_cls, denoiser, factor) if task == "txt2img" else _int(denoiser, "sample_size", 64) * factor
     if not 1 <= side <= MAX_SIDE:
         raise ModelError(f"'{preset.model}': {denoiser_name} config asks for {side}-pixel images, "
                          f"more than diffcli allows ({MAX_SIDE})")
     scheduler = _config(root, "scheduler", "scheduler_config.json", preset, offline)
+    defaults = {}
+    if task == "txt2img":
+        image_cls = getattr(diffusers, family.img2img, None) if preset.init_image and family.img2img else None
+        call = family.call_defaults(image_cls or pipeline_cls)  # img2img: its own pipeline's defaults
+        defaults = {ours: call[theirs] for ours, theirs in (("steps", "num_inference_steps"),
+                                                            ("guidance_scale", "guidance_scale")) if theirs in call}
+        if "max_sequence_length" in call:
+            defaults["max_sequence_length"] = call["max_sequence_length"]
     facts = ModelFacts(task=task, class_name=class_name, width=side, height=side,
-                       size_multiple=math.lcm(8, factor) if task == "txt2img" else 1,
-                       fixed_size=task == "unconditional", name=model_name(preset.model))
+                       size_multiple=family.size_multiple(denoiser, factor) if task == "txt2img" else 1,
+                       fixed_size=task == "unconditional", name=model_name(preset.model), family=family.name,
+                       defaults=defaults, weighted_prompts=family.weighted_prompts)
     return facts, scheduler
 
 
-def check_frames_supported(facts: ModelFacts, every: int | None) -> None:
-    """Frames need 4-D latents; packed-latent transformer pipelines (Flux) are refused up front."""
-    if every is not None and facts.class_name.startswith("Flux"):
-        raise UsageError("frames are not supported for this pipeline's packed latents; drop --every")
+def _check_components(index: dict[str, Any], model: str, pipeline_cls: type, optional: tuple[str, ...]) -> None:
+    """Refuse, before loading, a pipeline without a text encoder or tokenizer its class needs
+    (absent or null in model_index.json); the family's optional ones (SD3's T5) may be null."""
+    from diffcli.plan.text import escape_control
+
+    expected, _ = pipeline_cls._get_signature_keys(pipeline_cls)
+    needed = [name for name in expected if name.startswith(("text_encoder", "tokenizer")) and name not in optional]
+    missing = [name for name in needed if not (isinstance(index.get(name), list) and any(index[name]))]
+    if missing:
+        raise ModelError(f"{escape_control(model)}: this {pipeline_cls.__name__} has no {', '.join(sorted(missing))} "
+                         "(absent or null in model_index.json)", hint="use a complete pipeline folder")

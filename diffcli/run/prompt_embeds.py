@@ -125,7 +125,31 @@ def dropped_words(tokenizer: Any, text: str) -> str | None:
 MAX_WARNINGS = 3
 
 
-def _tokenizer(preset: Any) -> Any:
+def _long_encoder_warnings(preset: Any, facts: Any, subfolder: str, texts: list[str]) -> list[str]:
+    """T5 reads max_sequence_length tokens (the preset's, else the pipeline's): say how many a prompt loses."""
+    limit = preset.max_sequence_length or facts.defaults.get("max_sequence_length")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = _tokenizer(preset, subfolder)
+    except Exception:  # noqa: BLE001 - a warning only: the load reports real problems
+        tokenizer = None
+    if tokenizer is None or not isinstance(limit, int):
+        return []
+    messages = []
+    for text in texts:
+        count = len(tokenizer(text, truncation=False).input_ids)
+        if count > limit:
+            messages.append(f"prompt {one_line(text, 40)!r} is {count} tokens; the T5 encoder reads "
+                            f"max_sequence_length={limit}, so {count - limit} are dropped "
+                            "(--max-sequence-length raises it where the model allows)")
+    return messages[:MAX_WARNINGS] + ([f"and {len(messages) - MAX_WARNINGS} more prompts are cut"]
+                                      if len(messages) > MAX_WARNINGS else [])
+
+
+def _tokenizer(preset: Any, subfolder: str = "tokenizer") -> Any:
     """The model's own tokenizer class from its folder (hub models: from the cache only), or None."""
     import json
     from pathlib import Path
@@ -144,23 +168,32 @@ def _tokenizer(preset: Any) -> Any:
         index = json.loads(fetch_model_index(preset.model, preset.revision, True).read_text(encoding="utf-8"))
     else:
         return None
-    spec = index.get("tokenizer")
+    spec = index.get(subfolder)
     if not (isinstance(spec, list) and len(spec) == 2 and spec[0] == "transformers"):
         return None
     cls = getattr(transformers, str(spec[1]), None)
     if cls is None:
         return None
-    return cls.from_pretrained(preset.model, subfolder="tokenizer", revision=None if local else preset.revision,
+    return cls.from_pretrained(preset.model, subfolder=subfolder, revision=None if local else preset.revision,
                                local_files_only=True)
 
 
-def prompt_warnings(preset: Any, items: list[Any]) -> list[str]:
-    """Before loading: weighted prompts are parsed (a bad weight is a usage error); plain prompts that
-    CLIP will cut are named with the words it drops, and A1111 weights typed in plain mode are pointed out."""
+def prompt_warnings(preset: Any, items: list[Any], facts: Any = None) -> list[str]:
+    """Before loading: weighted prompts are parsed (a bad weight is a usage error; a model without CLIP
+    chunks refuses them); plain prompts that the text encoder will cut are named with what it drops, and
+    A1111 weights typed in plain mode are pointed out."""
     texts = list(dict.fromkeys(t for item in items if item.task == "txt2img"
                                for t in (item.prompt, item.negative_prompt) if t))
     if not texts:
         return []
+    if preset.prompt_syntax == "weighted" and facts is not None and not facts.weighted_prompts:
+        raise UsageError(f"--prompt-syntax weighted: {facts.class_name} encodes prompts with a T5/Gemma encoder, "
+                         "which has no 77-token CLIP chunks to weight", hint="use plain prompts with this model")
+    from diffcli.families.registry import family_named
+
+    family = family_named(facts.family) if facts is not None else None
+    if family is not None and family.long_tokenizer:
+        return _long_encoder_warnings(preset, facts, family.long_tokenizer, texts)
     if preset.prompt_syntax == "weighted":
         for text in texts:
             try:

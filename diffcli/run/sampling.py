@@ -10,31 +10,12 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+from diffcli.families.base import Family
+from diffcli.families.unet import OTHER
 from diffcli.step import Step
 
 
 StepCallback = Callable[[Step], None]
-
-
-def estimate_x0(scheduler: Any, model_output: Any, timestep: Any, sample: Any) -> Any:
-    """x0 from the model output and the noise schedule, for schedulers that don't report it.
-
-    Those schedulers (PNDM, DPM-Solver, UniPC, DEIS) work in variance-preserving space
-    where x_t = sqrt(a) x0 + sqrt(1 - a) eps with a = alphas_cumprod[t].
-    """
-    import torch
-
-    index = int(torch.as_tensor(timestep).round().clamp(0, len(scheduler.alphas_cumprod) - 1))
-    alpha = scheduler.alphas_cumprod[index].to(device=sample.device, dtype=torch.float32)
-    kind = scheduler.config.get("prediction_type", "epsilon")
-    x_t, out = sample.float(), model_output.float()
-    if kind == "epsilon":
-        x0 = (x_t - (1 - alpha).sqrt() * out) / alpha.sqrt()
-    elif kind == "v_prediction":
-        x0 = alpha.sqrt() * x_t - (1 - alpha).sqrt() * out
-    else:
-        x0 = out
-    return x0.to(sample.dtype)
 
 
 class StepTracker:
@@ -46,8 +27,10 @@ class StepTracker:
     """
 
     def __init__(self, scheduler: Any, steps: int, on_step: StepCallback | None, want_x0: bool,
-                 skip_calls: int = 0) -> None:
+                 skip_calls: int = 0, family: Family = OTHER, unpack: Callable[[Any], Any] | None = None) -> None:
         self.scheduler = scheduler
+        self.family = family
+        self.unpack = unpack or (lambda latents: latents)  # packed latents (Flux) → (B, C, h, w) for the sinks
         self.steps = steps
         self.skip_calls = skip_calls  # img2img: the schedule's first calls, which never run
         self.on_step = on_step
@@ -87,10 +70,11 @@ class StepTracker:
         if self.want_x0 and out is not None:
             x0 = getattr(out, "pred_original_sample", None)
             if x0 is None:
-                x0 = estimate_x0(self.scheduler, model_output, timestep, sample_in)
+                x0 = self.family.estimate_x0(self.scheduler, model_output, timestep, sample_in)
+            x0 = self.unpack(x0)
         self.on_step(Step(
             step=self.done, total_steps=self.steps, call=self.calls, total_calls=total_calls,
-            timestep=float(timestep), sample=sample, x0=x0, complete=self.done > before,
+            timestep=float(timestep), sample=self.unpack(sample), x0=x0, complete=self.done > before,
         ))
 
 
@@ -148,7 +132,8 @@ def sample_unconditional(pipe: Any, steps: int, generators: list[Any], on_step: 
 
 
 def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: StepCallback | None,
-                   want_x0: bool = False, run_steps: int | None = None) -> Any:
+                   want_x0: bool = False, run_steps: int | None = None, family: Family = OTHER,
+                   size: tuple[int, int] | None = None) -> Any:
     """Run a text-to-image pipeline's own loop; images as float numpy in [0, 1] (B, H, W, C).
 
     `run_steps` (img2img) is how many of the `steps` actually run: the schedule's first calls are skipped.
@@ -159,8 +144,10 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
 
     reset_step_cache(getattr(pipe, "unet", None))  # a new run starts with a full UNet call
     run_steps = steps if run_steps is None else run_steps
+    width, height = size or (call_kwargs.get("width"), call_kwargs.get("height"))
     tracker = StepTracker(pipe.scheduler, run_steps, on_step, want_x0,
-                          skip_calls=(steps - run_steps) * pipe.scheduler.order)
+                          skip_calls=(steps - run_steps) * pipe.scheduler.order, family=family,
+                          unpack=lambda latents: family.unpack(pipe, latents, height, width))
     kwargs = dict(call_kwargs, num_inference_steps=steps, output_type="np")
     if on_step is not None and _accepts(pipe.__call__, "callback_on_step_end"):
         def callback(_pipe: Any, _index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -195,10 +182,15 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
             return sample_unconditional(pipe, first.steps, generators, on_step, want_x0,
                                         init=pixel_init(pipe, batch), strength=first.strength)
         return sample_unconditional(pipe, first.steps, generators, on_step, want_x0)
+    from diffcli.families.registry import family_for
+
+    family = family_for(type(pipe).__name__)
     kwargs: dict[str, Any] = {"prompt": [item.prompt for item in batch], "guidance_scale": first.guidance_scale,
                               "width": first.width, "height": first.height, "generator": generators}
     if first.negative_prompt:
         kwargs["negative_prompt"] = [item.negative_prompt for item in batch]
+    if first.max_sequence_length is not None:
+        kwargs["max_sequence_length"] = first.max_sequence_length
     if first.loras:  # this batch's LoRA weights (the adapters were loaded with the pipeline)
         from diffcli.run.loras import set_lora_weights
 
@@ -210,7 +202,10 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
     if first.strength is not None:  # img2img: diffusers' image-to-image pipeline on the same modules
         from diffcli.run.img2img import image_pipeline, init_images
 
-        del kwargs["width"], kwargs["height"]  # the init image (already fitted) decides the size
         kwargs.update(image=init_images(pipe, batch), strength=first.strength)
-        return sample_txt2img(image_pipeline(pipe), kwargs, first.steps, on_step, want_x0, first.run_steps)
-    return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0)
+        image_pipe = image_pipeline(pipe)
+        if not _accepts(image_pipe.__call__, "width"):  # SD/SDXL: the init image (already fitted) decides the size
+            del kwargs["width"], kwargs["height"]
+        return sample_txt2img(image_pipe, kwargs, first.steps, on_step, want_x0, first.run_steps, family,
+                              size=(first.width, first.height))
+    return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0, family=family)

@@ -1,0 +1,118 @@
+"""What diffcli needs to know about a pipeline family, in one place per family.
+
+A `Family` answers, from the configs alone (no weights): the default size and the size multiple, the
+pipeline's own call defaults (read from its `__call__` signature, never copied), how it sets its
+timesteps; and, on the loaded pipeline: how to unpack its latents and estimate x0 for frames, and which
+image-to-image pipeline `from_pipe` builds on the same modules. The loop, sinks and plan stay generic.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+CALL_DEFAULTS = ("num_inference_steps", "guidance_scale", "max_sequence_length", "height", "width")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A pipeline family: the UNet pipelines (epsilon/v) or a flow-matching transformer."""
+
+    name: str
+    pipelines: tuple[str, ...]                 # diffusers pipeline class names this family runs
+    denoiser: str = "unet"                     # the attribute holding the denoising network
+    flow: bool = False                         # flow matching: the model predicts v, x0 = x_t - sigma * v
+    packed: bool = False                       # latents packed 2x2 into a token sequence (Flux)
+    text_encoders: str = ""                    # what encodes the prompt, for `inspect`
+    weighted_prompts: bool = False             # A1111 weights in 75-token CLIP chunks
+    img2img: str | None = None                 # the image-to-image pipeline built with from_pipe
+    vae_factor: int | None = None              # a fixed VAE downsampling the pipeline assumes (else the VAE's)
+    custom_sigmas: bool = False                # the pipeline passes sigmas= (and mu=) to set_timesteps
+    dynamic_mu: bool = False                   # mu= only when the scheduler shifts dynamically (SD3)
+    binning: bool = False                      # resolution binning: generated at the nearest trained size
+    long_tokenizer: str | None = None          # the T5 tokenizer whose max_sequence_length cuts prompts
+    optional: tuple[str, ...] = ()             # text encoders/tokenizers the pipeline runs without
+    sample_size: int | None = None             # a fixed default latent side the pipeline assumes (Flux: 128)
+
+    def patch(self, denoiser_config: dict[str, Any]) -> int:
+        """The denoiser's patch size (1 for UNets; Flux's 2x2 packing counts as 2)."""
+        if self.packed:
+            return 2
+        patch = denoiser_config.get("patch_size", 1)
+        return patch if isinstance(patch, int) and 0 < patch <= 16 else 1
+
+    def size_multiple(self, denoiser_config: dict[str, Any], factor: int) -> int:
+        """Requested widths and heights must be multiples of this."""
+        import math
+
+        return math.lcm(8, factor * self.patch(denoiser_config))
+
+    def call_defaults(self, pipeline_cls: type) -> dict[str, Any]:
+        """The pipeline's own defaults for steps, guidance, max_sequence_length and size (its signature)."""
+        parameters = inspect.signature(pipeline_cls.__call__).parameters
+        found = {}
+        for name in CALL_DEFAULTS:
+            default = parameters[name].default if name in parameters else inspect.Parameter.empty
+            if default is not inspect.Parameter.empty and default is not None:
+                found[name] = default
+        return found
+
+    def default_side(self, pipeline_cls: type, denoiser_config: dict[str, Any], factor: int) -> int:
+        """The pipeline's default image side: its signature's, else sample_size x the VAE factor."""
+        defaults = self.call_defaults(pipeline_cls)
+        if isinstance(defaults.get("height"), int):
+            return defaults["height"]
+        size = self.sample_size or denoiser_config.get("sample_size", 64)
+        size = size[0] if isinstance(size, (list, tuple)) and size else size
+        size = size if isinstance(size, int) and not isinstance(size, bool) else 64
+        return size * factor
+
+    def timestep_kwargs(self, steps: int, scheduler_config: dict[str, Any]) -> dict[str, Any]:
+        """What the pipeline passes to `set_timesteps` besides the step count (for the dry run)."""
+        if self.custom_sigmas:
+            import numpy as np
+
+            return {"sigmas": np.linspace(1.0, 1 / steps, steps), "mu": 1.0}
+        if self.dynamic_mu and scheduler_config.get("use_dynamic_shifting"):
+            return {"mu": 1.0}
+        return {}
+
+    def unpack(self, pipe: Any, latents: Any, height: int, width: int) -> Any:
+        """The step's latents as (B, C, h, w); packed families override this."""
+        return latents
+
+    def estimate_x0(self, scheduler: Any, model_output: Any, timestep: Any, sample: Any) -> Any:
+        """x0 from a step's model output, for schedulers that do not report it."""
+        from diffcli.plan.schedulers import is_flow
+
+        if self.flow or is_flow(scheduler):
+            return flow_x0(scheduler, model_output, sample)
+        return variance_preserving_x0(scheduler, model_output, timestep, sample)
+
+
+def flow_x0(scheduler: Any, velocity: Any, sample: Any) -> Any:
+    """x0 = x_t - sigma_t * v, with sigma_t the sigma of the step just taken."""
+    import torch
+
+    index = max(int(getattr(scheduler, "step_index", 1) or 1) - 1, 0)
+    sigmas = scheduler.sigmas
+    sigma = sigmas[min(index, len(sigmas) - 1)].to(device=sample.device, dtype=torch.float32)
+    return (sample.float() - sigma * velocity.float()).to(sample.dtype)
+
+
+def variance_preserving_x0(scheduler: Any, model_output: Any, timestep: Any, sample: Any) -> Any:
+    """x0 where x_t = sqrt(a) x0 + sqrt(1 - a) eps, a = alphas_cumprod[t] (PNDM, DPM-Solver, UniPC, DEIS)."""
+    import torch
+
+    index = int(torch.as_tensor(timestep).round().clamp(0, len(scheduler.alphas_cumprod) - 1))
+    alpha = scheduler.alphas_cumprod[index].to(device=sample.device, dtype=torch.float32)
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    x_t, out = sample.float(), model_output.float()
+    if kind == "epsilon":
+        x0 = (x_t - (1 - alpha).sqrt() * out) / alpha.sqrt()
+    elif kind == "v_prediction":
+        x0 = alpha.sqrt() * x_t - (1 - alpha).sqrt() * out
+    else:
+        x0 = out
+    return x0.to(sample.dtype)

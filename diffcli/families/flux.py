@@ -1,0 +1,27 @@
+"""Flux.1 (dev: guidance-distilled; schnell: not) and Chroma: packed 2x2 latents, flow matching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from diffcli.families.base import Family
+
+
+@dataclass(frozen=True)
+class Packed(Family):
+    """Latents travel as a sequence of 2x2 patches; frames unpack them with the pipeline's own method."""
+
+    def unpack(self, pipe: Any, latents: Any, height: int, width: int) -> Any:
+        if latents.ndim != 3:
+            return latents
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+
+
+FLUX = Packed("flux", ("FluxPipeline",), denoiser="transformer", flow=True, packed=True,
+              text_encoders="CLIP-L (pooled, 77 tokens) + T5 (max_sequence_length)",
+              img2img="FluxImg2ImgPipeline", custom_sigmas=True, long_tokenizer="tokenizer_2", sample_size=128)
+CHROMA = Packed("chroma", ("ChromaPipeline",), denoiser="transformer", flow=True, packed=True,
+                text_encoders="T5 (max_sequence_length)", img2img="ChromaImg2ImgPipeline", custom_sigmas=True,
+                long_tokenizer="tokenizer",
+                sample_size=128)

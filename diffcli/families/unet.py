@@ -1,0 +1,12 @@
+"""The UNet families: DDPM and LDM (unconditional), Stable Diffusion 1.x/2.x, SDXL, and the fallback."""
+
+from __future__ import annotations
+
+from diffcli.families.base import Family
+
+DDPM = Family("ddpm", ("DDPMPipeline", "DDIMPipeline", "LDMPipeline", "ScoreSdeVePipeline"))
+SD = Family("sd", ("StableDiffusionPipeline",), text_encoders="CLIP (77 tokens)", weighted_prompts=True,
+            img2img="StableDiffusionImg2ImgPipeline")
+SDXL = Family("sdxl", ("StableDiffusionXLPipeline",), text_encoders="CLIP-L + CLIP-G (77 tokens)",
+              weighted_prompts=True, img2img="StableDiffusionXLImg2ImgPipeline")
+OTHER = Family("other", ())  # any other DiffusionPipeline: called as is, with its own defaults

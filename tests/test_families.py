@@ -1,0 +1,210 @@
+"""Every transformer family through the same commands: pixel contract, defaults, frames, inspect, --vary,
+img2img, schedulers and the refusals, on tiny pipelines built offline (tests/tiny_families.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import run_cli
+from tests.test_cli import invoke
+
+# family → (pipeline class, size the test asks for, None: the family's default size)
+FAMILIES = {
+    "sd3": ("StableDiffusion3Pipeline", 32),
+    "flux": ("FluxPipeline", 32),
+    "flux-schnell": ("FluxPipeline", 32),
+    "chroma": ("ChromaPipeline", 32),
+    "pixart-sigma": ("PixArtSigmaPipeline", None),
+    "sana": ("SanaPipeline", 64),
+    "lumina2": ("Lumina2Pipeline", None),
+}
+IMG2IMG = {"sd3": "StableDiffusion3Img2ImgPipeline", "flux": "FluxImg2ImgPipeline", "chroma": "ChromaImg2ImgPipeline"}
+STEPS = 3
+
+
+def plain_pipeline(folder):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def size_args(size):
+    return [] if size is None else ["--width", str(size), "--height", str(size)]
+
+
+def run_json(*args):
+    result = invoke(*args, "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=int)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_txt2img_equals_plain_pipeline_with_its_defaults(family, tiny_family, tmp_path):
+    """Image i equals the plain pipeline with Generator(seed + i); guidance and size are the pipeline's own."""
+    class_name, size = FAMILIES[family]
+    folder = tiny_family(family)
+    doc = run_json("txt2img", "a cat playing bass", "--model", str(folder), "--steps", str(STEPS), "--seed", "5",
+                   "-n", "2", "-b", "2", *size_args(size), "-o", str(tmp_path / "out"))
+    pipe = plain_pipeline(folder)
+    assert type(pipe).__name__ == class_name
+    extra = {} if size is None else {"width": size, "height": size}
+    for i, entry in enumerate(doc["images"]):
+        theirs = pipe("a cat playing bass", num_inference_steps=STEPS, output_type="np",
+                      generator=torch.Generator("cpu").manual_seed(5 + i), **extra).images[0]
+        theirs = (np.clip(theirs, 0, 1) * 255).round().astype(int)
+        ours = pixels(entry["path"])
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 2, f"{family} image {i}"
+        assert entry["seed"] == 5 + i
+    metadata = Image.open(doc["images"][0]["path"]).text
+    import inspect
+
+    default = inspect.signature(type(pipe).__call__).parameters["guidance_scale"].default
+    assert f"CFG scale: {default:g}" in metadata["parameters"]
+    assert f"Steps: {STEPS}" in metadata["parameters"]
+
+
+def test_flux_defaults_come_from_the_pipeline(tiny_family):
+    """Neither flag nor preset: Flux's 28 steps and guidance 3.5, SD3's 28 and 7.0, SD 1.x's 50 and 7.5."""
+    from diffcli.plan.presets import Preset
+    from diffcli.run.commands import plan_items
+
+    expected = {"flux": (28, 3.5, 512), "sd3": (28, 7.0, 256), "pixart-sigma": (20, 4.5, 300)}
+    for family, (steps, guidance, tokens) in expected.items():
+        facts, items = plan_items(Preset(model=str(tiny_family(family)), prompt="a cat"), "txt2img", None)
+        assert (items[0].steps, items[0].guidance_scale) == (steps, guidance), family
+        assert facts.defaults["max_sequence_length"] == tokens
+
+
+def test_denoise_trace_unpacks_flux_latents_and_x0_reaches_the_image(tiny_family, tmp_path):
+    """Flux's packed latents are unpacked for frames; at the last Euler step x0 = x_t - sigma * v is the result."""
+    folder = tiny_family("flux")
+    doc = run_json("denoise-trace", "--model", str(folder), "--prompt", "a cat", "--steps", "4", "--every", "1",
+                   "--show", "both", "--width", "32", "--height", "32", "--set", "frame_decode=vae",
+                   "-o", str(tmp_path / "trace"))
+    frames = doc["frames"]
+    assert sorted({(f["step"], f["kind"]) for f in frames}) == [(s, k) for s in (1, 2, 3, 4) for k in ("x0", "x_t")]
+    assert doc["sheets"] and doc["animations"]
+    final = pixels(doc["images"][0]["path"])
+    last_x0 = pixels(next(f["path"] for f in frames if f["step"] == 4 and f["kind"] == "x0"))
+    first_x0 = pixels(next(f["path"] for f in frames if f["step"] == 1 and f["kind"] == "x0"))
+    assert last_x0.shape == final.shape == (32, 32, 3)
+    assert np.abs(last_x0 - final).max() <= 2
+    assert np.abs(first_x0 - final).max() > 2  # earlier estimates differ: the frames show the process
+
+
+@pytest.mark.parametrize("family", ["sd3", "sana", "lumina2"])
+def test_denoise_trace_runs_for_unpacked_flow_families(family, tiny_family, tmp_path):
+    size = ["--width", "64", "--height", "64"] if family == "sana" else []
+    doc = run_json("denoise-trace", "--model", str(tiny_family(family)), "--prompt", "a cat", "--steps", "2",
+                   "--every", "1", "--show", "x0", *size, "-o", str(tmp_path / "trace"))
+    assert len(doc["frames"]) == 2 and all(f["kind"] == "x0" for f in doc["frames"])
+
+
+def test_inspect_explains_the_transformer_family(tiny_family):
+    result = invoke("inspect", str(tiny_family("flux")), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    family = info["family"]
+    assert family["name"] == "flux" and family["denoiser"] == "transformer"
+    assert family["objective"].startswith("flow matching") and family["latents"] == "packed 2x2 patches"
+    assert "T5" in family["text_encoders"]
+    assert family["defaults"] == {"num_inference_steps": 28, "guidance_scale": 3.5, "max_sequence_length": 512}
+    assert family["shift"]["use_dynamic_shifting"] is True
+    assert info["scheduler"]["compatible"] == ["flow-euler", "flow-unipc", "flow-lcm"]
+    human = invoke("inspect", str(tiny_family("sd3")))
+    assert "family: sd3" in human.stdout and "guidance_scale 7.0" in human.stdout
+
+
+def test_vary_and_replay_on_flux(tiny_family, tmp_path):
+    folder = tiny_family("flux")
+    doc = run_json("txt2img", "a cat", "--model", str(folder), "--steps", "2", "--width", "32", "--height", "32",
+                   "--vary", "steps=2,3", "--vary", "scheduler=flow-euler,flow-unipc", "-o", str(tmp_path / "v"))
+    assert len(doc["images"]) == 4 and doc["grid"]
+    original = doc["images"][3]["path"]
+    replayed = run_json("replay", original, "-o", str(tmp_path / "r"))
+    assert np.array_equal(pixels(replayed["images"][0]["path"]), pixels(original))
+    assert "Sampler: UniPC" in Image.open(original).text["parameters"]
+
+
+@pytest.mark.parametrize("family", list(IMG2IMG))
+def test_img2img_uses_the_family_image_pipeline(family, tiny_family, tmp_path):
+    import diffusers
+
+    folder = tiny_family(family)
+    init = tmp_path / "init.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(init)
+    doc = run_json("img2img", str(init), "a cat", "--model", str(folder), "--steps", "4", "--strength", "0.5",
+                   "--width", "32", "--height", "32", "--seed", "3", "-o", str(tmp_path / "out"))
+    sibling = getattr(diffusers, IMG2IMG[family]).from_pipe(plain_pipeline(folder))
+    theirs = sibling("a cat", image=Image.open(init).convert("RGB"), strength=0.5, num_inference_steps=4,
+                     width=32, height=32, output_type="np", generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    theirs = (np.clip(theirs, 0, 1) * 255).round().astype(int)
+    assert np.abs(pixels(doc["images"][0]["path"]) - theirs).max() <= 2
+
+
+def test_flow_schedulers_listed_and_checked(tiny_family, tmp_path):
+    listed = invoke("schedulers")
+    for name in ("flow-euler", "flow-heun", "flow-dpm++2m", "flow-unipc", "flow-lcm"):
+        assert name in listed.stdout
+    sd3 = str(tiny_family("sd3"))
+    for name in ("flow-heun", "flow-dpm++2m", "flow-unipc"):
+        doc = run_json("txt2img", "a cat", "--model", sd3, "--steps", "3", "--width", "32", "--height", "32",
+                       "--scheduler", name, "-o", str(tmp_path / name))
+        assert len(doc["images"]) == 1
+    refused = invoke("txt2img", "a cat", "--model", str(tiny_family("flux")), "--scheduler", "flow-heun",
+                     "-o", str(tmp_path / "no"))
+    assert refused.exit_code == 2
+    assert "cannot take the sigmas and mu that FluxPipeline passes" in refused.stderr
+    wrong = invoke("txt2img", "a cat", "--model", sd3, "--scheduler", "euler", "-o", str(tmp_path / "no"))
+    assert wrong.exit_code == 2 and "compatible: flow-euler" in wrong.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_refusals_are_one_line_before_loading(tiny_family, tmp_path):
+    flux = str(tiny_family("flux"))
+    cases = [
+        (["txt2img", "(a cat:1.3)", "--model", flux, "--prompt-syntax", "weighted"], 2, "no 77-token CLIP chunks"),
+        (["txt2img", "a cat", "--model", flux, "--width", "36"], 2, "not divisible by 8"),
+        (["img2img", "init.png", "a cat", "--model", str(tiny_family("pixart-sigma"))], 2,
+         "no image-to-image pipeline for PixArtSigmaPipeline"),
+    ]
+    Image.new("RGB", (32, 32)).save(tmp_path / "init.png")
+    for args, code, text in cases:
+        result = run_cli(*args, "-o", str(tmp_path / "out"), cwd=tmp_path)
+        assert result.returncode == code, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ") and text in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_text_encoder_is_a_model_error(tiny_family, tmp_path):
+    import shutil
+
+    broken = tmp_path / "no-t5"
+    shutil.copytree(tiny_family("flux"), broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    index["text_encoder_2"] = [None, None]
+    (broken / "model_index.json").write_text(json.dumps(index))
+    result = run_cli("txt2img", "a cat", "--model", str(broken), "--json", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "has no text_encoder_2" in result.stderr and json.loads(result.stdout)["status"] == "error"
+
+
+def test_long_t5_prompt_warns_with_the_count(tiny_family, tmp_path):
+    prompt = " ".join(["cat"] * 20)
+    result = invoke("txt2img", prompt, "--model", str(tiny_family("flux")), "--max-sequence-length", "8",
+                    "--steps", "1", "--width", "32", "--height", "32", "-o", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert "is 21 tokens; the T5 encoder reads max_sequence_length=8, so 13 are dropped" in result.stderr

@@ -62,7 +62,33 @@ def start(args: list[str], cwd: Path, **popen: Any) -> subprocess.Popen:
     return subprocess.Popen([*command, *args], cwd=cwd, env=env, text=True, preexec_fn=before_exec, **popen)
 
 
+_SERVER: Any = None
+
+
+def _fork_server() -> Any:
+    """This test process's fork server (tests/forkserver.py), started on first use; None if disabled."""
+    global _SERVER
+    if os.environ.get("DIFFCLI_TEST_FORKSERVER", "1") == "0":
+        return None
+    if _SERVER is None:
+        import atexit
+
+        from tests.forkserver import ForkServer
+
+        _SERVER = ForkServer(child_env())
+        atexit.register(_SERVER.close)
+    return _SERVER
+
+
 def run(args: list[str], cwd: Path, timeout: float = 120.0, **popen: Any) -> subprocess.CompletedProcess:
+    """Run diffcli in `cwd`: forked from the pre-imported server, or a new interpreter when the case sets
+    environment variables or process options (those are read at interpreter start or library import)."""
+    from tests.forkserver import needs_fresh_interpreter
+
+    extra_env = popen.get("env") or {}
+    server = None if set(popen) - {"env"} or needs_fresh_interpreter(extra_env) else _fork_server()
+    if server is not None:
+        return server.run(list(args), cwd, child_env(), timeout)
     proc = start(args, cwd, **popen)
     try:
         out, err = proc.communicate(timeout=timeout)

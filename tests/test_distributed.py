@@ -12,6 +12,8 @@ from PIL import Image
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.xdist_group("torchrun")  # the launches share one test worker: never two at once
+
 
 def free_port() -> int:
     with socket.socket() as sock:

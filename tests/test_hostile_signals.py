@@ -168,6 +168,7 @@ def diffcli_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")
 def test_torchrun_failing_rank_gives_one_error_document(tiny_ddpm: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "0002-s2.png").mkdir(parents=True)  # item 2 is rank 1's: it cannot publish there
@@ -183,6 +184,7 @@ def test_torchrun_failing_rank_gives_one_error_document(tiny_ddpm: Path, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")
 @pytest.mark.parametrize("signum,code", [(S_TERM, 143), (S_INT, 130)], ids=["sigterm", "sigint-to-the-group"])
 def test_torchrun_signal_gives_one_document(signum: int, code: int, tiny_ddpm: Path, tmp_path: Path) -> None:
     proc = torchrun(fill(LONG + ["-n", "6", "--json"], tmp_path, ddpm=tiny_ddpm), tmp_path)

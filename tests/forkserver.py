@@ -1,0 +1,162 @@
+"""A pre-forked `python -m diffcli` for the hostile battery: each case is a real child process, minus the imports.
+
+Importing torch, diffusers and transformers costs seconds of CPU per process, and the battery starts
+hundreds. The server imports them once (never diffcli itself, and it runs no torch op, so no thread pool
+exists to break on fork); each case is a `fork()` of it that takes the case's stdin/stdout/stderr (passed
+over a Unix socket), its folder and its environment, restores Python's default signal handlers and runs
+`diffcli.__main__` as `python -m diffcli` does. The exit status is the child's own (`-N` when a signal
+killed it), read by `waitpid` in the server and sent back. Cases that set environment variables a library
+reads at import run in a real subprocess instead (`needs_fresh_interpreter`).
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+PRELOAD = ("torch", "numpy", "PIL.Image", "PIL.PngImagePlugin", "safetensors.torch", "transformers", "diffusers",
+           "yaml", "rich.console", "typer")
+PRELOAD_NAMES = ("DiffusionPipeline", "StableDiffusionPipeline", "DDPMPipeline", "DDIMScheduler", "PNDMScheduler",
+                 "AutoencoderKL", "UNet2DConditionModel", "UNet2DModel")
+
+
+def needs_fresh_interpreter(env: dict[str, str]) -> bool:
+    """A case whose environment differs from the server's in ways only a new interpreter reads."""
+    return bool(env)
+
+
+def _serve(path: str) -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    import diffusers
+
+    for name in PRELOAD_NAMES:
+        getattr(diffusers, name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            message, fds = _receive(conn)
+            if message is None:
+                continue
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                conn.close()
+                _child(message, fds)  # never returns
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            _, status = os.waitpid(pid, 0)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            try:
+                conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+            except OSError:
+                pass
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+    if not data:
+        return None, []
+    size = struct.unpack("!I", data[:4])[0]
+    body = data[4:]
+    while len(body) < size:
+        chunk = conn.recv(size - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return json.loads(body), list(fds)
+
+
+def _child(message: dict[str, Any], fds: list[int]) -> None:
+    """In the forked child: become `python -m diffcli ARGS` in the case's folder, streams and environment."""
+    code = 1
+    try:
+        os.setpgid(0, 0) if message.get("new_group") else None
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.chdir(message["cwd"])
+        os.environ.clear()
+        os.environ.update(message["env"])
+        sys.argv = ["-m", *message["args"]]
+        import runpy
+
+        try:
+            runpy.run_module("diffcli", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+            if done.code is not None and not isinstance(done.code, int):
+                print(done.code, file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - as the interpreter would: the traceback, exit 1
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+class ForkServer:
+    """One server per test process, started on first use; `run` is a drop-in for a subprocess run."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.folder = tempfile.mkdtemp(prefix="diffcli-fork-")
+        self.path = os.path.join(self.folder, "socket")
+        self.process = subprocess.Popen([sys.executable, "-c", f"from tests.forkserver import _serve; _serve({self.path!r})"],
+                                        env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                        cwd=str(Path(__file__).resolve().parent.parent), text=True)
+        ready = self.process.stdout.readline() if self.process.stdout else ""
+        if ready.strip() != "ready":
+            raise RuntimeError("the fork server did not start")
+
+    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, open(os.devnull, "rb") as null:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.settimeout(timeout)
+            conn.connect(self.path)
+            with conn:
+                body = json.dumps({"args": args, "cwd": str(cwd), "env": env}).encode()
+                socket.send_fds(conn, [struct.pack("!I", len(body)) + body],
+                                array.array("i", [null.fileno(), out.fileno(), err.fileno()]).tolist())
+                reader = conn.makefile("rb")
+                pid = json.loads(reader.readline())["pid"]
+                try:
+                    line = reader.readline()
+                except (TimeoutError, socket.timeout):
+                    os.kill(pid, signal.SIGKILL)
+                    raise subprocess.TimeoutExpired(args, timeout) from None
+                returncode = json.loads(line)["returncode"]
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(args, returncode, out.read().decode("utf-8", "replace"),
+                                               err.read().decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)

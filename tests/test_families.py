@@ -208,3 +208,61 @@ def test_long_t5_prompt_warns_with_the_count(tiny_family, tmp_path):
                     "--steps", "1", "--width", "32", "--height", "32", "-o", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     assert "is 21 tokens; the T5 encoder reads max_sequence_length=8, so 13 are dropped" in result.stderr
+
+
+def test_step_cache_on_flux_uses_diffusers_hooks(tiny_family, tmp_path):
+    """step_cache 2 attaches TaylorSeer through transformer.enable_cache: a different, finite image; the
+    same image twice in one process (the cache is reset between runs); SD3 (no CacheMixin) is refused."""
+    folder = str(tiny_family("flux"))
+    common = ["txt2img", "a cat", "--model", folder, "--steps", "6", "--width", "32", "--height", "32"]
+    plain = run_json(*common, "-o", str(tmp_path / "plain"))
+    cached = run_json(*common, "--step-cache", "2", "-n", "2", "--seed", "0", "-b", "1", "-o", str(tmp_path / "c"))
+    again = run_json(*common, "--step-cache", "2", "--seed", "1", "-o", str(tmp_path / "again"))
+    first = pixels(cached["images"][0]["path"])
+    assert np.abs(first - pixels(plain["images"][0]["path"])).max() > 0
+    assert np.array_equal(pixels(cached["images"][1]["path"]), pixels(again["images"][0]["path"]))
+    refused = invoke("txt2img", "a cat", "--model", str(tiny_family("sd3")), "--step-cache", "2",
+                     "-o", str(tmp_path / "no"))
+    assert refused.exit_code == 2 and "no cache hooks for SD3Transformer2DModel" in refused.stderr
+
+
+def make_transformer_lora(folder, family, out, seed):
+    """A peft LoRA (rank 4) on the family's transformer attention, saved with the pipeline's save_lora_weights."""
+    import diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe_cls = getattr(diffusers, FAMILIES[family][0])
+    transformer = plain_pipeline(folder).transformer
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    pipe_cls.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return out / "pytorch_lora_weights.safetensors"
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_transformer_lora_equals_load_lora_weights(family, tiny_family, tmp_path):
+    folder = tiny_family(family)
+    lora = make_transformer_lora(folder, family, tmp_path / "lora", seed=1)
+    doc = run_json("txt2img", "a cat", "--model", str(folder), "--steps", "3", "--width", "32", "--height", "32",
+                   "--lora", f"{lora}:0.8", "--seed", "2", "-o", str(tmp_path / "out"))
+    pipe = plain_pipeline(folder)
+    plain = pipe("a cat", num_inference_steps=3, width=32, height=32, output_type="np",
+                 generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="x")
+    pipe.set_adapters(["x"], [0.8])
+    theirs = pipe("a cat", num_inference_steps=3, width=32, height=32, output_type="np",
+                  generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    theirs, plain = ((np.clip(a, 0, 1) * 255).round().astype(int) for a in (theirs, plain))
+    ours = pixels(doc["images"][0]["path"])
+    assert np.abs(ours - theirs).max() <= 2 and np.abs(ours - plain).max() > 2
+    assert "Lora hashes: " in Image.open(doc["images"][0]["path"]).text["parameters"]
+    other = "sd3" if family == "flux" else "flux"
+    wrong = run_cli("txt2img", "a cat", "--model", str(tiny_family(other)), "--lora", str(lora), "--steps", "1",
+                    "--width", "32", "--height", "32", "-o", str(tmp_path / "wrong"), cwd=tmp_path)
+    assert wrong.returncode == 3, wrong.stderr
+    assert wrong.stderr.count("\n") == 1 and wrong.stderr.startswith("Error: LoRA ")

@@ -132,8 +132,9 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
+    # 4 heads of 6: a width no other tiny family shares, so a LoRA made for another family does not fit
     transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
-                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        attention_head_dim=6, num_attention_heads=4, caption_projection_dim=24,
                                         joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
     tokenizer, text_encoder = _clip(True)
     tokenizer_2, text_encoder_2 = _clip(True)

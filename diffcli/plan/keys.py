@@ -137,8 +137,9 @@ KEY_TABLE: tuple[Key, ...] = (
        choices=("none", "model", "sequential")),
     _k("vae_tiling", bool, False, "Decode with a tiled VAE (less memory)."),
     _k("vae_slicing", bool, False, "Decode one image at a time (less memory)."),
-    _k("step_cache", int, 1, "Step caching (DeepCache): the UNet's deep blocks run on 1 of every N calls, the "
-       "others reuse their features (1: off; UNet pipelines).", low=1, high=10, flag="--step-cache"),
+    _k("step_cache", int, 1, "Step caching: the expensive part of the denoiser runs on 1 of every N calls (1: off). "
+       "UNets: DeepCache (the deep blocks' features are reused); Flux/Chroma transformers: diffusers' TaylorSeer "
+       "cache (the attention blocks' outputs are predicted in between).", low=1, high=10, flag="--step-cache"),
     _k("backend", str, "torch", "Denoiser runtime: torch | openvino (CPU; the UNet converted once for the run's "
        "shapes and cached on disk; computes in the UNet's dtype: bfloat16 uses the CPU's BF16 units; needs "
        "`pip install \"diffcli[openvino]\"`).", choices=("torch", "openvino"),

@@ -143,6 +143,9 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
     from diffcli.run.step_cache import reset_step_cache
 
     reset_step_cache(getattr(pipe, "unet", None))  # a new run starts with a full UNet call
+    from diffcli.run.transformer_cache import reset_transformer_cache
+
+    reset_transformer_cache(getattr(pipe, "transformer", None))
     run_steps = steps if run_steps is None else run_steps
     width, height = size or (call_kwargs.get("width"), call_kwargs.get("height"))
     tracker = StepTracker(pipe.scheduler, run_steps, on_step, want_x0,

@@ -121,6 +121,11 @@ def enable_step_cache(pipe: Any, interval: int) -> StepCache | None:
     """Cache deep features on N-1 of every N UNet calls (`interval` 1: nothing changes, None returned)."""
     if interval <= 1:
         return None
+    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is not None:
+        from diffcli.run.transformer_cache import enable_transformer_cache
+
+        enable_transformer_cache(pipe.transformer, interval)  # diffusers' own hooks
+        return None
     unet = check_step_cache(pipe, interval)
     disable_step_cache(unet)
     cache = StepCache(unet, interval)

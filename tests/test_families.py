@@ -212,7 +212,8 @@ def test_long_t5_prompt_warns_with_the_count(tiny_family, tmp_path):
 
 def test_step_cache_on_flux_uses_diffusers_hooks(tiny_family, tmp_path):
     """step_cache 2 attaches TaylorSeer through transformer.enable_cache: a different, finite image; the
-    same image twice in one process (the cache is reset between runs); SD3 (no CacheMixin) is refused."""
+    same image twice in one process (the cache is reset between runs); SD3 (no CacheMixin) gets the hooks with
+    one context per run; Lumina 2 (two unnamed calls per step) is refused."""
     folder = str(tiny_family("flux"))
     common = ["txt2img", "a cat", "--model", folder, "--steps", "6", "--width", "32", "--height", "32"]
     plain = run_json(*common, "-o", str(tmp_path / "plain"))
@@ -221,9 +222,14 @@ def test_step_cache_on_flux_uses_diffusers_hooks(tiny_family, tmp_path):
     first = pixels(cached["images"][0]["path"])
     assert np.abs(first - pixels(plain["images"][0]["path"])).max() > 0
     assert np.array_equal(pixels(cached["images"][1]["path"]), pixels(again["images"][0]["path"]))
-    refused = invoke("txt2img", "a cat", "--model", str(tiny_family("sd3")), "--step-cache", "2",
+    sd3 = ["txt2img", "a cat", "--model", str(tiny_family("sd3")), "--steps", "6", "--width", "32", "--height", "32"]
+    sd3_plain = pixels(run_json(*sd3, "-o", str(tmp_path / "sd3"))["images"][0]["path"])
+    sd3_cached = [pixels(run_json(*sd3, "--step-cache", "3", "-o", str(tmp_path / f"sd3c{i}"))["images"][0]["path"])
+                  for i in range(2)]
+    assert np.array_equal(*sd3_cached) and np.abs(sd3_cached[0] - sd3_plain).max() > 0
+    refused = invoke("txt2img", "a cat", "--model", str(tiny_family("lumina2")), "--step-cache", "2",
                      "-o", str(tmp_path / "no"))
-    assert refused.exit_code == 2 and "no cache hooks for SD3Transformer2DModel" in refused.stderr
+    assert refused.exit_code == 2 and "cannot follow Lumina2Pipeline's" in refused.stderr
 
 
 def make_transformer_lora(folder, family, out, seed):

@@ -95,3 +95,19 @@ def test_headline_command_offline():
     pixels = np.stack([np.asarray(Image.open(i["path"])) for i in doc["images"]])
     predicted, _ = classify(pixels)
     assert list(predicted) == [7] * len(doc["images"])
+
+
+@pytest.mark.slow
+def test_digits_flow_draws_every_digit_and_guidance_matters():
+    """The flow-matching transformer (SD3 family): 16 seeds per digit, mean accuracy >= 90%, no digit below 70%."""
+    from diffcli.builtin.quality import digits_text_quality
+
+    preset = resolve("digits-flow", None).preset
+    model = Path(preset.model)
+    common = dict(steps=preset.steps, scheduler=preset.scheduler, max_sequence_length=preset.max_sequence_length)
+    guided = digits_text_quality(model, preset.guidance_scale, 16, **common)
+    assert guided["mean_accuracy"] >= 0.90 and guided["min_accuracy"] >= 0.70, guided["accuracy"]
+    unguided = digits_text_quality(model, 1.0, 16, **common)
+    assert unguided["mean_confident_correct"] < guided["mean_confident_correct"]
+    memo = guided["memorization"]
+    assert memo["close_share"] <= CLOSE_BAR and memo["very_close_share"] <= VERY_CLOSE_BAR, memo

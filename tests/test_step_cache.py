@@ -122,8 +122,8 @@ def test_refused_for_transformer_pipelines(tiny_dit, tmp_path):
                      "-o", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        "Error: step_cache: 3: diffusers has no cache hooks for DiTTransformer2DModel; they attach to Flux and "
-        "Chroma transformers (set step_cache: 1 for this model)"]
+        "Error: step_cache: 3: diffusers' cache hooks cannot follow DiTPipeline's DiTTransformer2DModel calls "
+        "(set step_cache: 1 for this model)"]
     assert not (tmp_path / "out").exists()
 
 

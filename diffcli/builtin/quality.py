@@ -1,7 +1,7 @@
 """Quality of the built-in digit models, judged by `judge` (fitted on digits the generators never saw).
 
 Used by `bench/quality.py` and the slow tests. Models load with the CLI's loader; `digits` samples with
-the CLI's own loop, `digits-text` calls the pipeline with the CLI's per-image generators.
+the CLI's own loop, `digits-text` and `digits-flow` call the pipeline with the CLI's per-image generators.
 Needs scikit-learn.
 """
 
@@ -45,7 +45,8 @@ def digits_quality(model: Path, count: int = 256, steps: int = 50, scheduler: st
 
 def digits_text_quality(model: Path, guidance: float, per_digit: int = 32, steps: int = 50,
                         scheduler: str | None = None, device: str = "cpu", seed: int = 0,
-                        prompt_form: str = "a handwritten digit {n}") -> dict[str, Any]:
+                        prompt_form: str = "a handwritten digit {n}",
+                        max_sequence_length: int | None = None) -> dict[str, Any]:
     """Per-digit accuracy (and confident accuracy) of prompted samples at one guidance scale, memorisation.
 
     One pipeline call for all digits; image i of each digit uses the seed `seed + i`.
@@ -60,9 +61,10 @@ def digits_text_quality(model: Path, guidance: float, per_digit: int = 32, steps
     pipe = _pipeline(model, device, scheduler)
     prompts = [prompt_form.format(n=d, w=WORDS[d]) for d in range(10) for _ in range(per_digit)]
     generators = [torch.Generator("cpu").manual_seed(seed + i) for _ in range(10) for i in range(per_digit)]
+    extra = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
     with torch.inference_mode():
         images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
-                      output_type="np").images
+                      output_type="np", **extra).images
     pixels = to_uint8(images)
     predicted, confidence = classify(pixels)
     wanted = np.repeat(np.arange(10), per_digit)

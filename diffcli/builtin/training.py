@@ -1,4 +1,5 @@
-"""`diffcli train`: the built-in `digits` (DDPMPipeline) and `digits-text` (StableDiffusionPipeline) models.
+"""`diffcli train`: the built-in `digits` (DDPMPipeline), `digits-text` (StableDiffusionPipeline) and
+`digits-flow` (StableDiffusion3Pipeline, in train_flow.py) models.
 
 Fixed seeds, EMA weights, periodic checkpoints with `--resume`, and a standard diffusers
 pipeline folder (safetensors + model_index.json) as the result.
@@ -17,7 +18,7 @@ from typing import Any, Callable
 
 from diffcli.errors import UsageError
 
-TARGETS = ("digits", "digits-text")
+TARGETS = ("digits", "digits-text", "digits-flow")
 
 
 @dataclass
@@ -41,7 +42,7 @@ class TrainConfig:
     overwrite: bool = False
 
 
-DEFAULT_STEPS = {"digits": 4000, "digits-text": 4000}
+DEFAULT_STEPS = {"digits": 4000, "digits-text": 4000, "digits-flow": 4000}
 
 
 class EMA:
@@ -277,7 +278,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(config.seed)
-    runner = train_digits if config.target == "digits" else train_digits_text
+    from diffcli.builtin.train_flow import train_digits_flow
+
+    runner = {"digits": train_digits, "digits-text": train_digits_text, "digits-flow": train_digits_flow}[config.target]
     summary = runner(config)
     summary["output"] = str(config.output)
     return summary

@@ -142,7 +142,7 @@ def inspect_cmd(
 @app.command("train")
 @guarded
 def train_cmd(
-    target: Annotated[str, typer.Argument(help="digits | digits-text")],
+    target: Annotated[str, typer.Argument(help="digits | digits-text | digits-flow")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Pipeline folder to write.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (denoiser).")] = None,
     vae_steps: Annotated[int, typer.Option("--vae-steps", help="digits-text: autoencoder steps.")] = 1500,

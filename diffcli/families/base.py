@@ -31,6 +31,7 @@ class Family:
     custom_sigmas: bool = False                # the pipeline passes sigmas= (and mu=) to set_timesteps
     dynamic_mu: bool = False                   # mu= only when the scheduler shifts dynamically (SD3)
     binning: bool = False                      # resolution binning: generated at the nearest trained size
+    cache_hooks: str = ""                      # diffusers' cache hooks: "mixin" | "one-context" | "" (none)
     long_tokenizer: str | None = None          # the T5 tokenizer whose max_sequence_length cuts prompts
     optional: tuple[str, ...] = ()             # text encoders/tokenizers the pipeline runs without
     sample_size: int | None = None             # a fixed default latent side the pipeline assumes (Flux: 128)

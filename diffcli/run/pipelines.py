@@ -213,6 +213,11 @@ def _from_pretrained(preset: Preset, index: dict[str, Any], dtype: Any, offline:
     if task == "txt2img" and preset.safety_checker is False and "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     class_name = index.get("_class_name", "")
+    from diffcli.families.registry import family_for
+
+    for name in family_for(class_name).optional:  # e.g. SD3 saved without T5: diffusers wants them passed as None
+        if isinstance(index.get(name), list) and not any(index[name]):
+            kwargs[name] = None
     if not hasattr(diffusers, class_name):
         raise ModelError(f"{preset.model}: unknown pipeline class '{class_name}' (diffusers {diffusers.__version__})",
                          hint="upgrade diffusers, or check model_index.json")

@@ -143,9 +143,6 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
     from diffcli.run.step_cache import reset_step_cache
 
     reset_step_cache(getattr(pipe, "unet", None))  # a new run starts with a full UNet call
-    from diffcli.run.transformer_cache import reset_transformer_cache
-
-    reset_transformer_cache(getattr(pipe, "transformer", None))
     run_steps = steps if run_steps is None else run_steps
     width, height = size or (call_kwargs.get("width"), call_kwargs.get("height"))
     tracker = StepTracker(pipe.scheduler, run_steps, on_step, want_x0,
@@ -166,8 +163,10 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
         raise UsageError(f"{type(pipe).__name__} does not take {', '.join(dropped)}",
                          hint="drop those settings for this model")
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    from diffcli.run.transformer_cache import cache_scope
+
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), cache_scope(getattr(pipe, "transformer", None)):
             result = pipe(**kwargs)
     finally:
         tracker.close()

@@ -124,7 +124,7 @@ def enable_step_cache(pipe: Any, interval: int) -> StepCache | None:
     if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is not None:
         from diffcli.run.transformer_cache import enable_transformer_cache
 
-        enable_transformer_cache(pipe.transformer, interval)  # diffusers' own hooks
+        enable_transformer_cache(pipe, interval)  # diffusers' own hooks
         return None
     unet = check_step_cache(pipe, interval)
     disable_step_cache(unet)

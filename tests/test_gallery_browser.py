@@ -12,7 +12,14 @@ import pytest
 from diffcli.sinks.gallery import build_gallery
 from tests.test_gallery import ATTR, CARDS, ODD_NAME, XSS, outputs  # noqa: F401 - `outputs` is the fixture
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+import os
+import shutil
+
+# Debian's chromium and chromium-driver; elsewhere whatever is on PATH (Homebrew's chromedriver, Chrome for
+# Testing), or DIFFCLI_CHROMIUM / DIFFCLI_CHROMEDRIVER.
+CHROMIUM = (os.environ.get("DIFFCLI_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+            or shutil.which("google-chrome") or "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("DIFFCLI_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 BROWSER_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--window-size=1280,900")

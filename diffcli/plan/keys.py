@@ -142,7 +142,7 @@ KEY_TABLE: tuple[Key, ...] = (
        "cache (the attention blocks' outputs are predicted in between).", low=1, high=10, flag="--step-cache"),
     _k("backend", str, "torch", "Denoiser runtime: torch | openvino (CPU; the UNet converted once for the run's "
        "shapes and cached on disk; computes in the UNet's dtype: bfloat16 uses the CPU's BF16 units; needs "
-       "`pip install \"diffcli[openvino]\"`).", choices=("torch", "openvino"),
+       "`pip install -e \".[openvino]\"` in a clone).", choices=("torch", "openvino"),
        flag="--backend"),
 )
 KEYS: dict[str, Key] = {key.name: key for key in KEY_TABLE}

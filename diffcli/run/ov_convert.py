@@ -26,7 +26,7 @@ def import_openvino() -> Any:
         import openvino
     except ImportError as err:
         raise PresetError(f"backend: openvino: the openvino package cannot be imported ({err})",
-                          hint='pip install "diffcli[openvino]", or set backend: torch') from None
+                          hint='in your diffcli clone: pip install -e ".[openvino]", or set backend: torch') from None
     return openvino
 
 

@@ -184,3 +184,34 @@ def test_two_processes_build_the_same_grid(tiny_ddpm, tmp_path):
     a, b = (Image.open(tmp_path / name / "grid.png") for name in ("one", "two"))
     assert a.info["diffcli-grid"] == b.info["diffcli-grid"]
     assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_skip_existing_with_50000_items_compares_items_linearly(tmp_path, monkeypatch):
+    """Half of 50,000 items done: splitting them compares items O(n) times (it was `item not in todo`, O(n^2))."""
+    from diffcli.plan.items import Item, ModelFacts, build_items
+    from diffcli.plan.presets import Preset
+    from diffcli.run import generate
+    from diffcli.sinks.folder import OutputFolder
+
+    facts = ModelFacts(task="unconditional", class_name="DDPMPipeline", width=8, height=8, size_multiple=1,
+                       fixed_size=True, name="m")
+    items = build_items(Preset(model="m", num_images=50_000, steps=2), facts)
+    out = tmp_path / "out"
+    out.mkdir()
+    for item in items[::2]:
+        (out / f"{item.stem}.png").touch()
+    seen = {}
+    monkeypatch.setattr(generate, "_generate", lambda command, task, preset, todo, folder, sinks, name, loaded,
+                        report, started, existing, config=None: seen.update(todo=todo, existing=existing))
+    comparisons = [0]
+    original = Item.__eq__
+
+    def counting(self, other):
+        comparisons[0] += 1
+        return original(self, other)
+
+    monkeypatch.setattr(Item, "__eq__", counting)
+    report = generate.execute("unconditional", "unconditional", Preset(model="m"), items,
+                              OutputFolder(out, "unconditional", "skip"), [], "m")
+    assert len(seen["todo"]) == 25_000 and len(seen["existing"]) == 25_000 and len(report.skipped) == 25_000
+    assert comparisons[0] <= 2 * len(items), comparisons[0]

@@ -84,7 +84,8 @@ def execute(command: str, task: str, preset: Any, items: list[Item], folder: Out
         failure = None
         try:
             if todo:
-                existing = [(item, str(folder.path_of(f"{item.stem}.png"))) for item in items if item not in todo]
+                making = {id(item) for item in todo}  # by identity: `item not in todo` compared dataclasses, O(n^2)
+                existing = [(item, str(folder.path_of(f"{item.stem}.png"))) for item in items if id(item) not in making]
                 _generate(command, task, preset, todo, folder, sinks, model_name, loaded, report, started, existing,
                           scheduler_config)
         except (KeyboardInterrupt, Interrupted):

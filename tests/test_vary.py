@@ -201,6 +201,7 @@ def test_skip_existing_with_50000_items_compares_items_linearly(tmp_path, monkey
     for item in items[::2]:
         (out / f"{item.stem}.png").touch()
     seen = {}
+    monkeypatch.setattr(generate, "check_existing", lambda item, path: None)  # empty files: no metadata to read
     monkeypatch.setattr(generate, "_generate", lambda command, task, preset, todo, folder, sinks, name, loaded,
                         report, started, existing, config=None: seen.update(todo=todo, existing=existing))
     comparisons = [0]
@@ -215,3 +216,25 @@ def test_skip_existing_with_50000_items_compares_items_linearly(tmp_path, monkey
                               OutputFolder(out, "unconditional", "skip"), [], "m")
     assert len(seen["todo"]) == 25_000 and len(seen["existing"]) == 25_000 and len(report.skipped) == 25_000
     assert comparisons[0] <= 2 * len(items), comparisons[0]
+
+
+def test_replayed_cells_keep_their_names_and_skip_checks_the_files_own_settings(tiny_sd, tmp_path):
+    """Two --vary cells replayed into one folder do not collide (the record keeps the cell); --skip-existing on a
+    file made with other settings is exit 4 naming the difference, never a report of settings it does not have."""
+    doc = run_json("txt2img", "a cat", "--model", str(tiny_sd), "--seed", "5", "-o", str(tmp_path / "v"),
+                   "--vary", "steps=2,3")
+    out = tmp_path / "r"
+    names = [Path(run_json("replay", e["path"], "-o", str(out))["images"][0]["path"]).name for e in doc["images"]]
+    assert names == ["0000-2-s5-a-cat.png", "0001-3-s5-a-cat.png"]
+    for entry, name in zip(doc["images"], names):
+        assert np.array_equal(pixels(out / name), pixels(entry["path"]))
+    kept = run_json("replay", doc["images"][0]["path"], "-o", str(out), "--skip-existing")
+    assert kept["images"][0]["existing"] is True and kept["images"][0]["steps"] == 2
+    plain = run_json("txt2img", "a cat", "--model", str(tiny_sd), "--seed", "5", "--steps", "2", "-o",
+                     str(tmp_path / "p"))
+    clash = invoke("txt2img", "a cat", "--model", str(tiny_sd), "--seed", "5", "--steps", "3", "-o",
+                   str(tmp_path / "p"), "--skip-existing", "--json")
+    assert clash.exit_code == 4, clash.output
+    assert "exists but was made with steps 2, not 3" in clash.stderr
+    assert json.loads(clash.stdout)["status"] == "error"
+    assert Path(plain["images"][0]["path"]).is_file()

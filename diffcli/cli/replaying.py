@@ -58,6 +58,11 @@ def register(app: typer.Typer) -> None:
 
             lines = [PromptLine(prompt=preset.prompt or "")]
         planned = plan_items(preset, record.task, lines, record.index, record.prompt_index)
+        if record.cell:  # a --vary cell keeps its name (keys the user --set no longer describe the image: dropped)
+            import dataclasses
+
+            cell = tuple((key, value) for key, value in record.cell if key.split(".", 1)[0] not in user_sets)
+            planned = (planned[0], [dataclasses.replace(item, cell=cell) for item in planned[1]])
         report = run_generation("replay", preset, record.task, lines, policy, quiet=quiet or as_json,
                                 planned=planned)
         emitter.document(report.to_dict(), human_lines(report))

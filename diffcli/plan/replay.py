@@ -21,9 +21,11 @@ DIFFCLI_KEY = "diffcli"  # the PNG text chunk holding the replay record
 MAX_PNG_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 8192 * 8192
 MAX_TEXT = 256 * 1024
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # the models `config` applies to
 REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker", "seed",
                  "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale", "init_image", "strength",
-                 "config", "loras", "prompt_syntax", "step_cache")
+                 "config", "loras", "prompt_syntax", "step_cache", "max_sequence_length")
+MAX_CELL_KEYS = 8
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class ReplayRecord:
     index: int
     prompt_index: int
     init_sha256: str = ""  # img2img: the init image's recorded hash
+    cell: tuple[tuple[str, str], ...] = ()  # a --vary cell: (key, JSON value) pairs
 
 
 def read_record(image: Path) -> ReplayRecord:
@@ -88,11 +91,42 @@ def validate_record(record: Any, shown: str) -> ReplayRecord:
     values = validate_layer(values, f"{shown} (diffcli metadata)")
     if not values.get("model"):
         raise UsageError(f"{shown}: diffcli metadata names no model")
+    if values.get("config") and Path(str(values["model"])).suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise UsageError(f"{shown}: diffcli metadata: config is only for single-file checkpoints, and its model "
+                         "is not one")
     index = _count(record.get("index", 0), "index", shown)
     prompt_index = _count(record.get("prompt_index", 0), "prompt_index", shown)
     values["task"] = task
     init_sha256 = _init_sha256(record, shown) if "init_image" in values else ""
-    return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index, init_sha256=init_sha256)
+    return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index, init_sha256=init_sha256,
+                        cell=_cell(record.get("cell", []), values, shown))
+
+
+def _cell(cell: Any, values: dict[str, Any], shown: str) -> tuple[tuple[str, str], ...]:
+    """A --vary cell's (key, JSON value) pairs; each must name a replayed key and agree with its value."""
+    from diffcli.plan.vary import VARY_KEYS
+
+    bad = UsageError(f"{shown}: diffcli metadata: cell: expected up to {MAX_CELL_KEYS} [key, JSON value] pairs "
+                     "that agree with the recorded settings")
+    if not isinstance(cell, list) or len(cell) > MAX_CELL_KEYS:
+        raise bad
+    pairs = []
+    for pair in cell:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) and len(p) <= 512 for p in pair)):
+            raise bad
+        key, text = pair
+        base = key.split(".", 1)[0]
+        try:
+            value = json.loads(text, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            raise bad from None
+        if base not in VARY_KEYS + ("scheduler_options",):
+            raise bad
+        recorded = values.get(base) if base != "scheduler_options" else (values.get(base) or {}).get(key[len(base) + 1:])
+        if base in values and base != "seed" and recorded != value:  # seed: a cell's first; lora_weight: folded in
+            raise bad
+        pairs.append((key, text))
+    return tuple(pairs)
 
 
 def _init_sha256(record: dict[str, Any], shown: str) -> str:
@@ -135,3 +169,28 @@ def replay_layers(record: ReplayRecord, user_sets: dict[str, Any], user_flags: d
     merged.update(user_flags)
     merged["num_images"] = 1
     return merged
+
+
+def settings_differ(item: Any, image: Path) -> str | None:
+    """What an existing image's own metadata says differently from `item` (None when it is that item)."""
+    try:
+        record = read_record(Path(image))
+    except UsageError:
+        return "has no readable diffcli metadata (it was not made by this run's settings)"
+    values = record.values
+    wanted = {"seed": item.seed, "steps": item.steps, "width": item.width, "height": item.height}
+    if item.task == "txt2img":
+        wanted.update(prompt=item.prompt, negative_prompt=item.negative_prompt or None,
+                      guidance_scale=item.guidance_scale)
+    if item.scheduler:
+        wanted["scheduler"] = item.scheduler
+    for key, value in wanted.items():
+        recorded = values.get(key)
+        if key == "negative_prompt":
+            recorded = recorded or None
+        if recorded != value:
+            return (f"was made with {key} {escape_control(json.dumps(recorded))[:60]}, "
+                    f"not {escape_control(json.dumps(value))[:60]}")
+    if item.cell and record.cell and record.cell != item.cell:
+        return "is another --vary cell"
+    return None

@@ -53,11 +53,21 @@ def split_done(items: list[Item], folder: OutputFolder, report: Report) -> list[
                 raise OutputError(f"{folder.path_of(name)} already exists",
                                   hint="use --overwrite to replace or --skip-existing to skip")
             path = str(folder.path_of(name))
+            check_existing(item, folder.path_of(name))
             report.images.append(image_entry(item, path, existing=True))
             report.skipped.append({"path": path, "seed": item.seed, "index": item.index})
             continue
         todo.append(item)
     return todo
+
+
+def check_existing(item: Item, path: Any) -> None:
+    """A kept image must be the item: its own metadata (read bounded, as replay reads it) says so, or exit 4."""
+    from diffcli.plan.replay import settings_differ
+
+    differ = settings_differ(item, path)
+    if differ:
+        raise OutputError(f"{path} exists but {differ}", hint="use --overwrite to replace it, or another --output")
 
 
 def execute(command: str, task: str, preset: Any, items: list[Item], folder: OutputFolder, sinks: list[Any],

@@ -48,11 +48,15 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
     if item.task == "txt2img":
         preset.update(prompt=item.prompt, negative_prompt=item.negative_prompt, guidance_scale=item.guidance_scale,
                       prompt_syntax=item.prompt_syntax)
+        if item.max_sequence_length is not None:
+            preset["max_sequence_length"] = item.max_sequence_length
     if item.loras:  # each LoRA at the weight this image used (lora_weight folded in)
         paths = {entry["name"]: entry["path"] for entry in run.preset.loras}
         preset["loras"] = [{"path": paths[name], "weight": weight, "name": name} for name, weight in item.loras]
     record = {"task": item.task, "preset": preset, "index": item.index, "prompt_index": item.prompt_index,
               "model_name": run.model_name, "scheduler_config": dict(scheduler.config), "versions": versions()}
+    if item.cell:  # a --vary cell: replay names its file by the cell, as the run did
+        record["cell"] = [[key, value] for key, value in item.cell]
     if item.strength is not None:  # img2img: replay finds the init image by this path only if the hash matches
         preset.update(init_image=item.init_image, strength=item.strength)
         record["init_image"] = {"name": Path(item.init_image).name, "sha256": item.init_sha256}

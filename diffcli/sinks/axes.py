@@ -17,7 +17,7 @@ from diffcli.plan.items import Item, slugify
 from diffcli.plan.vary import label
 from diffcli.sinks.base import RunInfo
 from diffcli.sinks.gallery_read import GRID_KEY
-from diffcli.sinks.grid import GRID_NAME
+from diffcli.sinks.grid import GRID_NAME, open_existing
 from diffcli.sinks.trace import tile_size
 from diffcli.step import Step
 
@@ -201,17 +201,12 @@ def tile_of(image: Any) -> Any:
 
 def grids_from_files(folder: Any, items: list[Item], paths: dict[int, str]) -> list[dict[str, Any]]:
     """The grids of a multi-process run, built on rank 0 from every rank's published images."""
-    from PIL import Image
-
     layout = layout_of(items)
     tiles = {}
     for index in layout.shown:
-        if index in paths:
-            try:
-                with Image.open(paths[index]) as image:
-                    tiles[index] = tile_of(image)
-            except OSError:
-                pass
+        image = open_existing(paths[index]) if index in paths else None
+        if image is not None:
+            tiles[index] = tile_of(image)
     return write_grids(folder, layout, tiles)
 
 
@@ -225,16 +220,11 @@ class AxesGridSink:
         self.run: RunInfo | None = None
 
     def start(self, run: RunInfo) -> None:
-        from PIL import Image
-
         self.run = run
         for item, path in run.existing:
-            if item.index in self.shown:
-                try:
-                    with Image.open(path) as image:
-                        self.tiles[item.index] = tile_of(image)
-                except OSError:
-                    pass  # an unreadable existing image leaves its place empty
+            image = open_existing(path) if item.index in self.shown else None
+            if image is not None:  # an unreadable existing image leaves its place empty
+                self.tiles[item.index] = tile_of(image)
 
     def on_step(self, batch: list[Item], step: Step) -> None:
         pass

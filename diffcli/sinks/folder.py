@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import secrets
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
 from diffcli.errors import OutputError
 from diffcli.plan.text import escape_control
+from diffcli.sinks.inside import (LOCK_PREFIX, TEMP_PREFIX, describe, is_real_folder, prune, read_bounded,
+                                  real_subfolder)
 
-TEMP_PREFIX = ".diffcli-tmp-"
-LOCK_PREFIX = ".diffcli-lock-"
-_TEMP = re.compile(r"\.diffcli-tmp-(\d+)-")
+__all__ = ["LOCK_PREFIX", "TEMP_PREFIX", "OutputFolder", "describe", "png_writer", "read_bounded", "save_png",
+           "write_atomic"]
 POLICIES = ("new", "overwrite", "skip")
 
 
@@ -115,6 +116,28 @@ class OutputFolder:
         """True when the final file exists (never true for an automatic folder not made yet)."""
         return self._root is not None and (self._root / relative).is_file()
 
+    def subfolder(self, relative: str) -> Path:
+        """`root/relative` as a real folder inside the output folder (made; a link there is refused, exit 4)."""
+        folder = real_subfolder(self.root, relative)
+        self._made.add(folder)
+        return folder
+
+    def read(self, relative: str, limit: int) -> bytes | None:
+        """A file diffcli wrote earlier (a cache): a regular file of at most `limit` bytes, else None."""
+        return None if self._root is None else read_bounded(self._root / relative, limit)
+
+    def prune(self, relative: str, keep: Callable[[str], bool]) -> int:
+        """Remove what `keep` rejects from a real subfolder (never through a link, never a live temp file)."""
+        if self._root is None:
+            return 0
+        folder = self._root / relative
+        parent = folder.parent
+        while parent != self._root:  # every folder between the root and this one must be real too
+            if not is_real_folder(parent):
+                return 0
+            parent = parent.parent
+        return prune(folder, lambda name: not keep(name))
+
     def publish(self, relative: str, write: Callable[[Any], None], final: bool,
                 summary: bool = False) -> tuple[Path, bool]:
         """Write a file atomically; returns (path, existed).
@@ -126,13 +149,16 @@ class OutputFolder:
         """
         path = self.root / relative
         if path.parent not in self._made:
-            self._mkdir(path.parent)
+            self.subfolder(os.path.dirname(relative))
         replace = summary or self.policy == "overwrite" or (not final and self.policy == "skip")
         try:
             write_atomic(path, write, replace)
         except FileExistsError:
-            if final and self.policy == "skip":
+            if final and self.policy == "skip" and _regular(path):
                 return path, True
+            if not _regular(path):
+                raise OutputError(f"{self._show(path)} exists and is not a regular file",
+                                  hint="remove it or choose another --output") from None
             raise OutputError(f"{self._show(path)} already exists",
                               hint="use --overwrite to replace or --skip-existing to skip") from None
         return path, False
@@ -141,64 +167,18 @@ class OutputFolder:
         """Remove temp and lock files whose writing process is gone; returns how many."""
         if self._root is None or not self._root.is_dir():
             return 0
-        removed = 0
-        for folder in (self._root, self._root / "frames"):
-            if not folder.is_dir():
-                continue
-            for entry in folder.iterdir():
-                owner = _owner(entry)
-                if owner is not None and not _alive(owner):
-                    try:
-                        entry.unlink()
-                        removed += 1
-                    except OSError:
-                        pass
-        return removed
+        return sum(prune(folder, lambda name: False) for folder in (self._root, self._root / "frames"))
 
     @staticmethod
     def _show(path: Path) -> str:
         return escape_control(str(path))
 
 
-def _owner(entry: Path) -> int | None:
-    """The pid that wrote a temp file (in its name) or holds a lock (in its content)."""
-    match = _TEMP.match(entry.name)
-    if match:
-        return int(match.group(1))
-    if entry.name.startswith(LOCK_PREFIX):
-        try:
-            text = entry.read_text()[:20]
-        except (OSError, UnicodeDecodeError):
-            return None
-        return int(text) if text.isdigit() else None
-    return None
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _regular(path: Path) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
         return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def describe(err: OSError, path: Path) -> OutputError:
-    """An OSError while writing → a one-line OutputError."""
-    shown = escape_control(str(path))
-    if err.errno == errno.ENOSPC:
-        return OutputError(f"disk full while writing {shown}", hint="free some space; finished images were kept")
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write {shown}: permission denied", hint="check permissions or choose another --output")
-    if err.errno == errno.ENOTDIR:
-        return OutputError(f"cannot write {shown}: a parent is a file, not a folder")
-    if err.errno == errno.ENAMETOOLONG:
-        return OutputError(f"cannot write {shown[:80]}...: name too long for the filesystem",
-                           hint="choose a shorter --output")
-    return OutputError(f"cannot write {shown}: {err.strerror or err}")
 
 
 def write_atomic(path: Path, write: Callable[[Any], None], replace: bool) -> Path:

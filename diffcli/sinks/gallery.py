@@ -10,23 +10,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from diffcli.errors import OutputError, UsageError
-from diffcli.sinks.folder import describe, write_atomic
+from diffcli.sinks.folder import OutputFolder
 from diffcli.sinks.gallery_html import group, render_page
 from diffcli.sinks.gallery_read import read_image
 
 GALLERY_DIR = ".gallery"
 INDEX = "index.html"
 CACHE = "index.json"
+THUMBS = ".gallery/thumbs"
 CACHE_VERSION = 2  # bumped whenever what is read from a file changes
 IMAGE_SUFFIXES = frozenset({".png", ".gif", ".webp", ".jpg", ".jpeg"})
 THUMB_ABOVE = 384  # still images with a side larger than this get a thumbnail
 THUMB_BOX = (320, 320)
+THUMB_NAME = re.compile(r"[0-9a-f]{20}\.webp")  # what pruning may remove from .gallery/thumbs/
+MAX_CACHE_BYTES = 256 << 20  # a larger (or non-regular) index.json is ignored and rebuilt
 
 
 @dataclass
@@ -47,7 +51,7 @@ class GalleryReport:
         return {"status": "ok", **asdict(self)}
 
 
-def _thumbnail(source: Path, thumbs: Path, key: str) -> str | None:
+def _thumbnail(source: Path, out: OutputFolder, key: str) -> str | None:
     """A small WebP of a large still image in `.gallery/thumbs/` (None if it cannot be made)."""
     from PIL import Image
 
@@ -56,8 +60,8 @@ def _thumbnail(source: Path, thumbs: Path, key: str) -> str | None:
         with Image.open(source) as image:
             image.thumbnail(THUMB_BOX)
             small = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
-        make_dir(thumbs)
-        write_atomic(thumbs / name, lambda handle: small.save(handle, format="WEBP", quality=80), True)
+        out.publish(f"{THUMBS}/{name}", lambda handle: small.save(handle, format="WEBP", quality=80), final=False,
+                    summary=True)
     except OutputError:
         raise
     except Exception:  # noqa: BLE001 - no thumbnail: the page shows the original instead
@@ -65,18 +69,19 @@ def _thumbnail(source: Path, thumbs: Path, key: str) -> str | None:
     return name
 
 
-def _read(folder: Path, rel: str, stat: os.stat_result) -> dict[str, Any]:
-    record = read_image(folder / rel)
+def _read(out: OutputFolder, rel: str, stat: os.stat_result) -> dict[str, Any]:
+    record = read_image(out.root / rel)
     width, height = record.get("width", 0), record.get("height", 0)
     if not record.get("animated") and max(width, height) > THUMB_ABOVE:
-        thumb = _thumbnail(folder / rel, folder / GALLERY_DIR / "thumbs", f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}")
+        thumb = _thumbnail(out.root / rel, out, f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}")
         if thumb:
             record["thumb"] = thumb
     return record
 
 
 def scan(folder: Path) -> tuple[dict[str, os.stat_result], list[str]]:
-    """Image files (relative POSIX path → stat) and frame files (under a `frames/` folder); hidden entries skipped."""
+    """Image files (relative POSIX path → stat) and frame files (under a `frames/` folder); hidden entries and
+    symbolic links skipped (nothing outside `folder` is read)."""
     images: dict[str, os.stat_result] = {}
     frames: list[str] = []
     stack = [("", str(folder), False)]
@@ -93,7 +98,7 @@ def scan(folder: Path) -> tuple[dict[str, os.stat_result], list[str]]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append((rel + "/", entry.path, entry.name == "frames"))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file(follow_symlinks=False):
                     if in_frames:
                         frames.append(rel)
                     else:
@@ -103,10 +108,11 @@ def scan(folder: Path) -> tuple[dict[str, os.stat_result], list[str]]:
     return images, frames
 
 
-def _load_cache(path: Path) -> dict[str, Any]:
+def _load_cache(raw: bytes | None) -> dict[str, Any]:
+    """The cached records: from a regular file of bounded size only (a link, FIFO or device is ignored)."""
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = json.loads((raw or b"").decode("utf-8"))
+    except (ValueError, RecursionError):
         return {}
     ok = isinstance(data, dict) and data.get("version") == CACHE_VERSION and isinstance(data.get("files"), dict)
     return data["files"] if ok else {}
@@ -119,26 +125,11 @@ def _cached(entry: Any, stat: os.stat_result) -> dict[str, Any] | None:
     return None
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+def _write_if_changed(out: OutputFolder, relative: str, data: bytes) -> bool:
+    if out.read(relative, len(data)) == data:
         return False
-    write_atomic(path, lambda handle: handle.write(data), True)
+    out.publish(relative, lambda handle: handle.write(data), final=False, summary=True)
     return True
-
-
-def _prune_thumbs(thumbs: Path, keep: set[str]) -> None:
-    stale = [thumbs / name for name in (os.listdir(thumbs) if thumbs.is_dir() else []) if name not in keep]
-    for path in stale:
-        path.unlink(missing_ok=True)
-
-
-def make_dir(path: Path) -> Path:
-    """Create a folder of the gallery's own (an OutputError if it cannot be)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise describe(err, path) from None
-    return path
 
 
 def check_folder(folder: Path) -> Path:
@@ -156,8 +147,9 @@ def build_gallery(folder: Path) -> GalleryReport:
     """Write `folder/index.html` (only when it changed) and refresh the cache; re-read only new or changed files."""
     started = time.perf_counter()
     folder = check_folder(Path(folder))
-    state = make_dir(folder / GALLERY_DIR)
-    cache = _load_cache(state / CACHE)
+    out = OutputFolder(folder, "gallery", "overwrite")  # decides what may be written, read back or pruned
+    out.subfolder(GALLERY_DIR)
+    cache = _load_cache(out.read(f"{GALLERY_DIR}/{CACHE}", MAX_CACHE_BYTES))
     files, frames = scan(folder)
     records: dict[str, dict[str, Any]] = {}
     fresh: dict[str, Any] = {}
@@ -165,16 +157,17 @@ def build_gallery(folder: Path) -> GalleryReport:
     for rel, stat in files.items():
         record = _cached(cache.get(rel), stat)
         if record is None:
-            record, read = _read(folder, rel, stat), read + 1
+            record, read = _read(out, rel, stat), read + 1
         records[rel] = record
         fresh[rel] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "record": record}
     cards, grouped, left_out = group(records, frames)
     page = render_page(cards, folder.resolve(), grouped, left_out)
-    written = _write_if_changed(folder / INDEX, page.encode("utf-8"))
+    written = _write_if_changed(out, INDEX, page.encode("utf-8"))
     if read or fresh.keys() != cache.keys():
         document = json.dumps({"version": CACHE_VERSION, "files": fresh}, separators=(",", ":")).encode("ascii")
-        write_atomic(state / CACHE, lambda handle: handle.write(document), True)
-    _prune_thumbs(state / "thumbs", {r["thumb"] for r in records.values() if isinstance(r.get("thumb"), str)})
+        out.publish(f"{GALLERY_DIR}/{CACHE}", lambda handle: handle.write(document), final=False, summary=True)
+    keep = {r["thumb"] for r in records.values() if isinstance(r.get("thumb"), str)}
+    out.prune(THUMBS, lambda name: name in keep or not THUMB_NAME.fullmatch(name))
     return GalleryReport(gallery=str(folder / INDEX), images=len(cards), frames_grouped=grouped,
                          frames_left_out=left_out, broken=sum(1 for card in cards if card.get("error")), read=read,
                          cached=len(files) - read, written=written, seconds=round(time.perf_counter() - started, 3))

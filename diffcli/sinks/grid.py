@@ -15,6 +15,18 @@ MAX_CELLS = 400  # a grid is an overview: larger runs show their first 400 image
 LABEL_HEIGHT = 14
 
 
+def open_existing(path: str) -> Any:
+    """An image already in the output folder, read with the init image's bounds (a regular file, 64 MiB,
+    8192² pixels, decompression bombs refused); None when it is not one, so its tile stays blank."""
+    from diffcli.errors import UsageError
+    from diffcli.plan.init_image import decode, read_bytes
+
+    try:
+        return decode(read_bytes(path, "existing image"), path, "existing image")
+    except UsageError:
+        return None
+
+
 def label_for(item: Item) -> str:
     """`#3 s42`: image index and seed (the prompt index too for text prompts)."""
     prefix = f"p{item.prompt_index} " if item.task == "txt2img" else ""
@@ -42,17 +54,13 @@ def compose(cells: list[tuple[str, Any]], columns: int | None = None) -> Any:
 
 def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]]) -> str | None:
     """The grid of a multi-process run, built on rank 0 from every rank's published images."""
-    from PIL import Image
-
     from diffcli.sinks.folder import png_writer
 
     sink = GridSink()
     for item, path in entries:
-        try:
-            with Image.open(path) as image:
-                sink.add(item, image)
-        except OSError:
-            pass
+        image = open_existing(path)
+        if image is not None:
+            sink.add(item, image)
     if len(sink.cells) < 2:
         return None
     cells = [sink.cells[index] for index in sorted(sink.cells)]
@@ -68,15 +76,11 @@ class GridSink:
         self.cells: dict[int, tuple[str, Any]] = {}
 
     def start(self, run: RunInfo) -> None:
-        from PIL import Image
-
         self.run = run
         for item, path in run.existing:
-            try:
-                with Image.open(path) as image:
-                    self.add(item, image)
-            except OSError:
-                pass  # an unreadable existing image is left out of the overview
+            image = open_existing(path)
+            if image is not None:  # an unreadable existing image is left out of the overview
+                self.add(item, image)
 
     def on_step(self, batch: list[Item], step: Step) -> None:
         pass

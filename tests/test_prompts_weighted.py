@@ -27,7 +27,10 @@ def test_parser_unbalanced_brackets_as_a1111():
     assert parse_weights("cat) dog]") == [("cat) dog]", 1.0)]  # nothing to close: plain text
     assert parse_weights("a (cat") == [("a ", 1.0), ("cat", 1.1)]  # an unclosed ( weights the rest, as in A1111
     assert parse_weights("(cat:abc)") == [("cat:abc", 1.1)]  # not a number: text, and the ( still weights it
-    assert parse_weights("x BREAK y") == [("x", 1.0), (BREAK, -1.0), ("y", 1.0)]
+    assert parse_weights("x BREAK y") == [("x", 1.0), (BREAK, None), ("y", 1.0)]
+    # a negative weight is a weight, never the break marker: the word stays, the prompt is not split
+    assert parse_weights("a (cat:-1) dog") == [("a ", 1.0), ("cat", -1.0), (" dog", 1.0)]
+    assert parse_weights("(x:-1) BREAK y") == [("x", -1.0), ("", 1.0), (BREAK, None), ("y", 1.0)]
     with pytest.raises(ValueError, match="not a number"):
         parse_weights("(cat:1.2.3)")
     with pytest.raises(ValueError, match="outside"):
@@ -42,7 +45,9 @@ def test_chunking_wraps_pads_and_backtracks_to_a_comma():
     assert weighted == [([1, 5, 6, 6, 2, 9], [1.0, 1.0, 1.5, 1.5, 1.0, 1.0])]
     comma = chunk_tokens([([5, 7, 5, 5, 5], 1.0)], 4, bos=1, eos=2, pad=0, comma=7)
     assert [ids for ids, _ in comma] == [[1, 5, 7, 2, 0, 0], [1, 5, 5, 5, 2, 0]]  # text after the comma moved
-    broken = chunk_tokens([([5], 1.0), ([], -1.0), ([6], 1.0)], 4, bos=1, eos=2, pad=0)
+    broken = chunk_tokens([([5], 1.0), ([], None), ([6], 1.0)], 4, bos=1, eos=2, pad=0)
+    negative = chunk_tokens([([5], 1.0), ([7], -1.0), ([6], 1.0)], 4, bos=1, eos=2, pad=0)
+    assert negative == [([1, 5, 7, 6, 2, 0], [1.0, 1.0, -1.0, 1.0, 1.0, 1.0])]  # one chunk: -1 is a weight
     assert [ids for ids, _ in broken] == [[1, 5, 2, 0, 0, 0], [1, 6, 2, 0, 0, 0]]
     assert chunk_tokens([], 4, bos=1, eos=2, pad=0) == [([1, 2, 0, 0, 0, 0], [1.0] * 6)]
 

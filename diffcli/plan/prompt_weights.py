@@ -9,9 +9,10 @@ No torch here.
 
 from __future__ import annotations
 
+import math
 import re
 
-BREAK = "BREAK"  # a fragment with this text and weight -1 marks a chunk break
+BREAK = "BREAK"  # a fragment with this text and weight None marks a chunk break (no number can be one)
 ROUND = 1.1
 SQUARE = 1 / 1.1
 MAX_WEIGHT = 100.0  # `(word:1e9)` would overflow the embeddings; A1111 has no bound, diffcli refuses it
@@ -35,10 +36,11 @@ _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 _HAS_WEIGHTS = re.compile(r"(?<!\\)\([^()]*:\s*[+-]?[.\d]+\s*\)|\bBREAK\b")
 
 
-def parse_weights(text: str) -> list[tuple[str, float]]:
-    """The prompt as (text, weight) fragments, runs of equal weight merged; `(BREAK, -1)` marks a break.
+def parse_weights(text: str) -> list[tuple[str, float | None]]:
+    """The prompt as (text, weight) fragments, runs of equal weight merged; `(BREAK, None)` marks a break.
 
-    ValueError for a weight that is not a finite number in -100..100.
+    ValueError for a weight that is not a finite number in -100..100, as written or after nesting
+    (60 unclosed `(` make 1.1^60 = 304; 10,000 make infinity, which would turn the embeddings into NaN).
     """
     fragments: list[list] = []
     round_open: list[int] = []
@@ -46,7 +48,7 @@ def parse_weights(text: str) -> list[tuple[str, float]]:
 
     def multiply(start: int, factor: float) -> None:
         for fragment in fragments[start:]:
-            if fragment[1] != -1:
+            if fragment[1] is not None:
                 fragment[1] *= factor
 
     for match in _ATTENTION.finditer(text):
@@ -66,7 +68,7 @@ def parse_weights(text: str) -> list[tuple[str, float]]:
         else:
             for i, part in enumerate(_BREAK.split(piece)):
                 if i > 0:
-                    fragments.append([BREAK, -1.0])
+                    fragments.append([BREAK, None])
                 fragments.append([part, 1.0])
     for start in round_open:
         multiply(start, ROUND)
@@ -76,11 +78,15 @@ def parse_weights(text: str) -> list[tuple[str, float]]:
         fragments = [["", 1.0]]
     merged: list[list] = []
     for fragment in fragments:
-        if merged and merged[-1][1] == fragment[1] and fragment[1] != -1:
+        if merged and merged[-1][1] == fragment[1] and fragment[1] is not None:
             merged[-1][0] += fragment[0]
         else:
             merged.append(fragment)
-    return [(str(piece), float(weight)) for piece, weight in merged]
+    for piece, weight in merged:
+        if weight is not None and not (math.isfinite(weight) and abs(weight) <= MAX_WEIGHT):
+            raise ValueError(f"brackets nested too deep: {str(piece).strip()[:30]!r} would get weight {weight:g}, "
+                             f"outside -{MAX_WEIGHT:g}..{MAX_WEIGHT:g}")
+    return [(str(piece), None if weight is None else float(weight)) for piece, weight in merged]
 
 
 def _weight(text: str) -> float:
@@ -101,12 +107,12 @@ def has_weights(text: str) -> bool:
 COMMA_BACKTRACK = 20  # A1111's default: text after a comma this close to a chunk's end moves to the next chunk
 
 
-def chunk_tokens(pieces: list[tuple[list[int], float]], length: int, bos: int, eos: int, pad: int,
+def chunk_tokens(pieces: list[tuple[list[int], float | None]], length: int, bos: int, eos: int, pad: int,
                  comma: int | None = None) -> list[tuple[list[int], list[float]]]:
     """Token ids with weights → chunks of `length` tokens, each wrapped as [BOS] tokens [EOS] pad...
 
     As A1111's `tokenize_line`: a chunk is cut at `length` tokens, or after a comma when one is
-    within `COMMA_BACKTRACK` tokens of the cut; a piece of weight -1 (`BREAK`) ends the chunk.
+    within `COMMA_BACKTRACK` tokens of the cut; a piece of weight None (`BREAK`) ends the chunk.
     Each chunk is `length + 2` ids with a weight per id (1.0 for BOS, EOS and padding).
     """
     chunks: list[tuple[list[int], list[float]]] = []
@@ -122,7 +128,7 @@ def chunk_tokens(pieces: list[tuple[list[int], float]], length: int, bos: int, e
         tokens, weights, last_comma = [], [], -1
 
     for ids, weight in pieces:
-        if weight == -1:
+        if weight is None:
             close()
             continue
         for token in ids:

@@ -34,10 +34,10 @@ def _chunks(tokenizer: Any, text: str) -> list[tuple[list[int], list[float]]]:
     except ValueError as err:
         raise UsageError(f"prompt {one_line(text, 60)!r}: {err}") from None
     pieces = []
-    plain = [piece for piece, weight in fragments if weight != -1]
+    plain = [piece for piece, weight in fragments if weight is not None]
     encoded = iter(tokenizer(plain, add_special_tokens=False, truncation=False).input_ids if plain else [])
     for piece, weight in fragments:
-        pieces.append(([], -1.0) if weight == -1 else (next(encoded), weight))
+        pieces.append(([], None) if weight is None else (next(encoded), weight))
     comma = tokenizer.get_vocab().get(",</w>")
     chunks = chunk_tokens(pieces, tokenizer.model_max_length - 2, tokenizer.bos_token_id, tokenizer.eos_token_id,
                           tokenizer.pad_token_id, comma)

@@ -178,3 +178,12 @@ def test_vary_prompt_syntax(tiny_sd, tmp_path):
     first, second = (entry["path"] for entry in doc["images"])
     assert not np.array_equal(pixels(first), pixels(second))
     assert json.loads(Image.open(second).info["diffcli"])["preset"]["prompt_syntax"] == "weighted"
+
+
+def test_vary_prompt_syntax_checks_weights_before_loading(tiny_sd, tmp_path):
+    """A bad weight in the weighted cell is exit 2 before the model loads: no cell's image is written."""
+    result = invoke("txt2img", "a (cat:1.2.3)", "--model", str(tiny_sd), "--steps", "2", "--device", "cpu",
+                    "--vary", "prompt_syntax=plain,weighted", "-o", str(tmp_path / "v"), "--json")
+    assert result.exit_code == 2 and "not a number" in result.stderr, result.output
+    assert json.loads(result.stdout)["status"] == "error"
+    assert not (tmp_path / "v").exists()

@@ -179,28 +179,28 @@ def _tokenizer(preset: Any, subfolder: str = "tokenizer") -> Any:
 
 
 def prompt_warnings(preset: Any, items: list[Any], facts: Any = None) -> list[str]:
-    """Before loading: weighted prompts are parsed (a bad weight is a usage error; a model without CLIP
-    chunks refuses them); plain prompts that the text encoder will cut are named with what it drops, and
-    A1111 weights typed in plain mode are pointed out."""
-    texts = list(dict.fromkeys(t for item in items if item.task == "txt2img"
+    """Before loading, over every item (a `--vary prompt_syntax` cell included): weighted prompts are parsed
+    (a bad weight is a usage error; a model without CLIP chunks refuses them); plain prompts that the text
+    encoder will cut are named with what it drops, and A1111 weights typed in plain mode are pointed out."""
+    prompted = [item for item in items if item.task == "txt2img"]
+    weighted = [item for item in prompted if item.prompt_syntax == "weighted"]
+    if weighted and facts is not None and not facts.weighted_prompts:
+        raise UsageError(f"--prompt-syntax weighted: {facts.class_name} encodes prompts with a T5/Gemma encoder, "
+                         "which has no 77-token CLIP chunks to weight", hint="use plain prompts with this model")
+    for text in dict.fromkeys(t for item in weighted for t in (item.prompt, item.negative_prompt) if t):
+        try:
+            parse_weights(text)
+        except ValueError as err:
+            raise UsageError(f"prompt {one_line(text, 60)!r}: {err}") from None
+    texts = list(dict.fromkeys(t for item in prompted if item.prompt_syntax != "weighted"
                                for t in (item.prompt, item.negative_prompt) if t))
     if not texts:
         return []
-    if preset.prompt_syntax == "weighted" and facts is not None and not facts.weighted_prompts:
-        raise UsageError(f"--prompt-syntax weighted: {facts.class_name} encodes prompts with a T5/Gemma encoder, "
-                         "which has no 77-token CLIP chunks to weight", hint="use plain prompts with this model")
     from diffcli.families.registry import family_named
 
     family = family_named(facts.family) if facts is not None else None
     if family is not None and family.long_tokenizer:
         return _long_encoder_warnings(preset, facts, family.long_tokenizer, texts)
-    if preset.prompt_syntax == "weighted":
-        for text in texts:
-            try:
-                parse_weights(text)
-            except ValueError as err:
-                raise UsageError(f"prompt {one_line(text, 60)!r}: {err}") from None
-        return []
     from diffcli.plan.prompt_weights import has_weights
 
     messages = []
@@ -218,9 +218,12 @@ def prompt_warnings(preset: Any, items: list[Any], facts: Any = None) -> list[st
     if tokenizer is None:
         return messages
     cut = [(text, dropped) for text in texts if (dropped := dropped_words(tokenizer, text))]
+    limit = tokenizer.model_max_length - 2
+    # chunks help a model trained on 77-token CLIP prompts; a model with a shorter limit never saw longer ones
+    helps = " (--prompt-syntax weighted reads it all, in 75-token chunks)" if limit >= 75 else ""
     for text, dropped in cut[:MAX_WARNINGS]:
-        messages.append(f"prompt {one_line(text, 40)!r} is longer than the {tokenizer.model_max_length - 2} tokens "
-                        f"CLIP reads; dropped: {one_line(dropped, 120)!r} (--prompt-syntax weighted reads it all)")
+        messages.append(f"prompt {one_line(text, 40)!r} is longer than the {limit} tokens this model's text encoder "
+                        f"reads; dropped: {one_line(dropped, 120)!r}{helps}")
     if len(cut) > MAX_WARNINGS:
         messages.append(f"and {len(cut) - MAX_WARNINGS} more prompts are cut")
     return messages

@@ -67,6 +67,25 @@ def test_extra_scheduler_calls_count_as_calls(tiny_sd):
     assert counts == {"all": 7, "full": 4}
 
 
+@pytest.mark.parametrize("scheduler", ["heun", "kdpm2"])
+def test_second_order_steps_are_cached_whole(tiny_sd, scheduler):
+    """Heun and KDPM2 call the UNet twice per step (predictor, corrector): with N=2 the calls of every other
+    step are full, both of them, instead of every predictor full and every corrector cached."""
+    pipe = load(tiny_sd, step_cache=2, scheduler=scheduler)
+    flags = []
+    cache = pipe.unet._diffcli_step_cache
+    original = cache._begin
+
+    def recording(sample, timestep):
+        original(sample, timestep)
+        flags.append(cache.full)
+
+    cache._begin = recording
+    txt2img(pipe, 4)
+    assert len(flags) == len(pipe.scheduler.timesteps) == 7  # 2 x 4 - 1 calls
+    assert flags == [True, True, False, False, True, True, False]
+
+
 def test_unconditional_unet2dmodel(tiny_ddpm):
     generators = lambda: [torch.Generator("cpu").manual_seed(i) for i in range(2)]  # noqa: E731
     plain = sample_unconditional(load(tiny_ddpm), 10, generators(), None)

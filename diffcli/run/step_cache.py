@@ -27,9 +27,10 @@ ATTRIBUTE = "_diffcli_step_cache"
 class StepCache:
     """The cache state of one UNet: which call of the run this is, and the deep blocks' last outputs."""
 
-    def __init__(self, unet: Any, interval: int) -> None:
+    def __init__(self, unet: Any, interval: int, order: Callable[[], int] = lambda: 1) -> None:
         self.unet = unet
         self.interval = interval
+        self.order = order  # UNet calls per step of the current scheduler (2: Heun, KDPM2, DPM++ SDE)
         self.deep = [*list(unet.down_blocks)[1:], *([unet.mid_block] if unet.mid_block is not None else []),
                      *list(unet.up_blocks)[:-1]]
         self.calls = 0  # UNet calls since the run began
@@ -68,7 +69,7 @@ class StepCache:
         self.outputs = {}
 
     def _begin(self, sample: Any, timestep: Any) -> None:
-        """Decide whether this call is full (the first of the run, then every `interval`-th)."""
+        """Decide whether this call is full: the calls of the run's first step, then of every `interval`-th step."""
         value = _first_value(timestep)
         signature = (tuple(sample.shape), sample.dtype, sample.device)
         if signature != self.signature or (value is not None and self.last_timestep is not None
@@ -76,7 +77,8 @@ class StepCache:
             self.reset()
             self.signature = signature
         self.last_timestep = value
-        self.full = self.calls % self.interval == 0
+        # whole steps: a second-order step's predictor and corrector are both full or both cached
+        self.full = (self.calls // max(1, self.order())) % self.interval == 0
         self.calls += 1
         if self.full:
             self.full_calls += 1
@@ -128,7 +130,7 @@ def enable_step_cache(pipe: Any, interval: int) -> StepCache | None:
         return None
     unet = check_step_cache(pipe, interval)
     disable_step_cache(unet)
-    cache = StepCache(unet, interval)
+    cache = StepCache(unet, interval, order=lambda: int(getattr(pipe.scheduler, "order", 1) or 1))
     cache.install()
     return cache
 

@@ -324,3 +324,50 @@ def test_other_running_tasks_counts_a_busy_process():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_thread_governor_gives_a_mid_run_neighbour_its_core(monkeypatch):
+    """The default count drops to the free cores when others start running, and comes back after quiet checks."""
+    import torch
+
+    from diffcli.run import threads
+
+    monkeypatch.delenv("DIFFCLI_OMP_DEFAULTS", raising=False)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)
+    running = [0]
+    monkeypatch.setattr(threads, "others_now", lambda: running[0])
+    before = torch.get_num_threads()
+    try:
+        governor = threads.ThreadGovernor(2, adaptive=True, every_s=0, quiet_checks=3)
+        governor.check()
+        assert governor.current == 2
+        running[0] = 1  # a neighbour starts mid-run
+        governor.check()
+        assert governor.current == 1 and torch.get_num_threads() == 1
+        running[0] = 0
+        governor.check()
+        governor.check()
+        assert governor.current == 1  # not yet: two quiet checks
+        governor.check()
+        assert governor.current == 2 and governor.lowest == 1
+        fixed = threads.ThreadGovernor(2, adaptive=False, every_s=0)
+        running[0] = 1
+        fixed.check()
+        assert fixed.current == 2  # --threads / OMP_NUM_THREADS: the user's count stays
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_others_now_excludes_this_process_threads():
+    from diffcli.run.threads import others_now, own_running_threads
+
+    assert own_running_threads() >= 1
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert max(others_now() for _ in range(5)) >= 1
+    finally:
+        busy.kill()
+        busy.wait()

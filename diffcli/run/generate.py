@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,7 +144,11 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     from diffcli.run.sampling import sample_batch
     from diffcli.run.threads import configure_threads
 
+    from diffcli.run.threads import ThreadGovernor
+
     report.extra["threads"] = configure_threads(preset.threads)
+    governor = ThreadGovernor(report.extra["threads"], adaptive=preset.threads is None
+                              and not os.environ.get("OMP_NUM_THREADS", "").strip())
     if loaded is None:
         loaded = load_pipeline(preset, task)
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
@@ -165,7 +170,8 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
             switch.use(batch[0])  # a --vary cell's scheduler, built with from_config (no reload)
             generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
             images = sample_batch(loaded.pipe, task, batch, generators,
-                                  lambda step, batch=batch: raise_if_signalled() or fan.on_step(batch, step), want_x0)
+                                  lambda step, batch=batch: raise_if_signalled() or governor.check()
+                                  or fan.on_step(batch, step), want_x0)
             from diffcli.sinks.pixels import to_uint8
 
             fan.on_images(batch, to_uint8(images))
@@ -173,6 +179,8 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
                 report.timings["first_batch_s"] = round(time.perf_counter() - generate_started, 3)
         completed = True
     finally:
+        if governor.lowest < governor.full:
+            report.extra["threads_lowest"] = governor.lowest  # others started running during the run
         fan.entries = {}
         try:
             switch.restore()

@@ -4,7 +4,10 @@ Measured on this project's 2-core machine (`python bench/threads.py`): with ever
 OpenMP's default spin-waiting, one other busy process made a run 14.7x slower than one thread;
 with passive waiting it was as fast as one thread, but 1.2x slower than spinning when idle.
 So at start diffcli looks at how many other tasks are running: none → every core, OpenMP's
-defaults; some → passive waiting and the cores they leave free.
+defaults; some → passive waiting and the cores they leave free. A neighbour can also start after
+that choice (another diffcli in a batch script, a compile): the default count is re-checked between
+denoising steps (`ThreadGovernor`, at most every 0.25 s) and drops to the cores left free while
+others run, coming back after a second of quiet.
 """
 
 from __future__ import annotations
@@ -75,3 +78,77 @@ def configure_threads(requested: int | None) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+def own_running_threads() -> int:
+    """Threads of this process that are running or runnable (state R in /proc/self/task/*/stat)."""
+    count = 0
+    try:
+        for task in os.scandir("/proc/self/task"):
+            try:
+                with open(os.path.join(task.path, "stat"), "rb") as handle:
+                    data = handle.read(512)
+            except OSError:
+                continue
+            end = data.rfind(b")")
+            count += data[end + 2:end + 3] == b"R"
+    except OSError:
+        return 1
+    return max(count, 1)
+
+
+def others_now() -> int:
+    """Runnable tasks of other processes right now: one /proc/stat sample minus this process's own threads."""
+    try:
+        with open("/proc/stat", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"procs_running "):
+                    return max(0, int(line.split()[1]) - own_running_threads())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class ThreadGovernor:
+    """The default thread count, re-checked between steps so a neighbour that starts mid-run gets its cores.
+
+    Only the default adapts (not `--threads` or OMP_NUM_THREADS). Others running: the cores they leave
+    free (at least 1); quiet for `quiet_checks` checks in a row: back to the starting count.
+    """
+
+    def __init__(self, threads: int, adaptive: bool, every_s: float = 0.25, quiet_checks: int = 4) -> None:
+        self.full = threads
+        self.current = threads
+        self.adaptive = adaptive and threads > 1 and os.environ.get("DIFFCLI_OMP_DEFAULTS", "1") != "0"
+        self.every_s = every_s
+        self.quiet_checks = quiet_checks
+        self._quiet = 0
+        self._last = time.monotonic()
+        self.lowest = threads
+
+    def check(self) -> None:
+        """Between steps: adjust torch's thread count to the running tasks (cheap; throttled)."""
+        if not self.adaptive:
+            return
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        others = others_now()
+        wanted = max(1, min(self.full, available_cpus() - others)) if others else self.full
+        if wanted < self.current:
+            self._quiet = 0
+            self._set(wanted)
+        elif wanted > self.current:
+            self._quiet += 1
+            if self._quiet >= self.quiet_checks:
+                self._set(wanted)
+        else:
+            self._quiet = 0
+
+    def _set(self, count: int) -> None:
+        import torch
+
+        torch.set_num_threads(count)
+        self.current = count
+        self.lowest = min(self.lowest, count)

@@ -191,6 +191,95 @@ CASES = [
 ]
 
 
+# ------------------------------------------------------------------ numbers from files and brackets (hostile-findings-2.md)
+LORA: dict[str, Path] = {}
+
+
+def lora_copy(name: str, change: Callable[[dict[str, Any]], None] | None = None) -> Callable[[Path], None]:
+    """{dir}/<name>: the tiny SD LoRA, its tensors edited by `change` (a dict of name → tensor)."""
+    def prepare(folder: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(LORA["sd"])
+        if change is not None:
+            change(tensors)
+        save_file(tensors, folder / name)
+    return prepare
+
+
+def poison(value: float) -> Callable[[dict[str, Any]], None]:
+    def change(tensors: dict[str, Any]) -> None:
+        name = next(k for k in sorted(tensors) if "lora_B" in k or "lora.up" in k)
+        tensors[name][0, 0] = value
+    return change
+
+
+def image16(name: str) -> Callable[[Path], None]:
+    """A 16-bit greyscale PNG (`I;16`) whose mean is mid-grey (127/255)."""
+    def prepare(folder: Path) -> None:
+        import numpy as np
+        from PIL import Image
+
+        Image.fromarray(np.full((64, 64), 127 * 257, dtype=np.uint16)).save(folder / name)
+    return prepare
+
+
+def mid_grey_init(folder: Path, doc: dict[str, Any]) -> None:
+    import numpy as np
+
+    from diffcli.plan.init_image import decode, fit
+
+    pixels = np.asarray(fit(decode((folder / "i16.png").read_bytes(), "i16.png"), 64, 64, "RGB"))
+    assert abs(float(pixels.mean()) - 127) < 1, pixels.mean()
+
+
+WEIGHTED = TXT + ["--prompt-syntax", "weighted"]
+IMG2IMG = ["img2img", "{dir}/init.png", "a cat", *TXT[2:]]
+NUMBER_CASES = [
+    Case("weighted-10000-nested", ["txt2img", "(" * 10000 + "cat" + ")" * 10000, *WEIGHTED[2:]], 2, "nested too deep"),
+    Case("weighted-10000-unclosed", ["txt2img", "(" * 10000 + "cat", *WEIGHTED[2:]], 2, "weight inf"),
+    Case("weighted-60-nested", ["txt2img", "(" * 60 + "cat" + ")" * 60, *WEIGHTED[2:]], 2, "weight 304"),
+    Case("weighted-10000-square", ["txt2img", "[" * 10000 + "cat" + "]" * 10000, *WEIGHTED[2:]], 0, check=made(1)),
+    Case("lora-nan-tensor", TXT + ["--lora", "{dir}/nan.safetensors"], 3, "NaN or infinite",
+         prepare=lora_copy("nan.safetensors", poison(float("nan")))),
+    Case("lora-inf-tensor", TXT + ["--lora", "{dir}/inf.safetensors"], 3, "NaN or infinite",
+         prepare=lora_copy("inf.safetensors", poison(float("inf")))),
+    Case("lora-weight-nan", TXT + ["--lora", "{dir}/l.safetensors:nan"], 2, "weight", prepare=lora_copy("l.safetensors")),
+    Case("lora-weight-inf", TXT + ["--lora", "{dir}/l.safetensors:inf"], 2, "weight", prepare=lora_copy("l.safetensors")),
+    Case("lora-weight-empty", TXT + ["--lora", "{dir}/l.safetensors:"], 2, "weight", prepare=lora_copy("l.safetensors")),
+    Case("lora-weight-1e308", TXT + ["--lora", "{dir}/l.safetensors:1e308"], 2, "weight",
+         prepare=lora_copy("l.safetensors")),
+    Case("lora-upper-case-suffix", TXT + ["--lora", "{dir}/l.SAFETENSORS"], 3, "lower-case",
+         prepare=lora_copy("l.SAFETENSORS")),
+    Case("lora-garbage", TXT + ["--lora", "{dir}/g.safetensors"], 3, "", prepare=write("g.safetensors", b"garbage")),
+    Case("lora-empty", TXT + ["--lora", "{dir}/g.safetensors"], 3, "", prepare=write("g.safetensors", b"")),
+    Case("lora-dev-zero", TXT + ["--lora", "{dir}/z.safetensors"], 3, "",
+         prepare=lambda f: (f / "z.safetensors").symlink_to("/dev/zero")),
+    Case("single-file-upper-case-suffix", ["txt2img", "a cat", "--model", "{dir}/m.SAFETENSORS", *TXT[4:]], 3,
+         "lower-case", prepare=write("m.SAFETENSORS", b"x")),
+    Case("init-image-16-bit", ["img2img", "{dir}/i16.png", "a cat", *TXT[2:], "--strength", "0.5"], 0,
+         prepare=image16("i16.png"), check=mid_grey_init),
+    Case("init-image-dev-zero", IMG2IMG, 2, "init", prepare=lambda f: (f / "init.png").symlink_to("/dev/zero")),
+    Case("init-image-fifo", IMG2IMG, 2, "init", prepare=lambda f: os.mkfifo(f / "init.png")),
+    Case("init-image-folder", IMG2IMG, 2, "init", prepare=lambda f: (f / "init.png").mkdir()),
+    Case("step-cache-nan", TXT + ["--step-cache", "nan"], 2, "step"),
+]
+
+
+@pytest.mark.parametrize("case", NUMBER_CASES, ids=[case.id for case in NUMBER_CASES])
+def test_hostile_number(case: Case, tmp_path: Path, tiny_sd: Path, tmp_path_factory) -> None:
+    if "sd" not in LORA:
+        import torch
+        from diffusers import UNet2DConditionModel
+
+        from tests.test_lora import make_lora
+
+        torch.manual_seed(0)
+        LORA["sd"] = make_lora(UNet2DConditionModel.from_pretrained(tiny_sd / "unet"),
+                               tmp_path_factory.mktemp("lora"), 1)
+    run_case(case, tmp_path, ddpm=tiny_sd, sd=tiny_sd)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_hostile_argument(case: Case, tmp_path: Path, tiny_ddpm: Path, tiny_sd: Path) -> None:
     MODEL["ddpm"] = tiny_ddpm

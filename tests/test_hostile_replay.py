@@ -165,6 +165,11 @@ CASES = [
     Case("model-empty", REPLAY, 2, "model", prepare=preset(model="")),
     Case("model-missing", REPLAY, 2, "names no model", prepare=tamper(lambda r, f: r["preset"].pop("model"))),
     Case("model-not-text", REPLAY, 2, "model", prepare=preset(model=["a", "b"])),
+    Case("config-with-a-pipeline-folder", REPLAY, 2, "diffcli metadata: config", prepare=preset(config="{dir}"),
+         check=lambda f, d: "--config" not in d["error"]["message"]),  # never a flag the user did not type
+    Case("init-image-dev-zero", REPLAY, 2, "init", prepare=preset(init_image="/dev/zero", strength=0.5)),
+    Case("step-cache-1e9", REPLAY, 2, "step_cache", prepare=preset(step_cache=10**9)),
+    Case("lora-weight-1e308", REPLAY, 2, "weight", prepare=preset(loras=[{"path": "x.safetensors", "weight": 1e308}])),
     # values validated like a preset
     Case("steps-1e9-float", REPLAY, 2, "steps: expected an integer", prepare=preset(steps=1e9)),
     Case("steps-1e9", REPLAY, 2, "steps: expected an integer <=", prepare=preset(steps=10**9)),

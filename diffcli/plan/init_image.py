@@ -62,13 +62,30 @@ def decode(data: bytes, shown: str, what: str = "--init-image") -> Any:
                     raise UsageError(f"{what}: {shown}: {width}x{height} pixels, more than diffcli reads "
                                      f"({MAX_PIXELS:,})")
                 handle.load()
-                return ImageOps.exif_transpose(handle)
+                return narrow(ImageOps.exif_transpose(handle))
     except UsageError:
         raise
     except Image.DecompressionBombError:
         raise UsageError(f"{what}: {shown}: more pixels than diffcli reads ({MAX_PIXELS:,})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UsageError(f"{what}: {shown}: not a readable image ({escape_control(type(err).__name__)})") from None
+
+
+def narrow(image: Any) -> Any:
+    """16-bit, 32-bit and float greyscale (`I;16`, `I`, `F`) scaled to 8-bit `L`, not clipped as Pillow's
+    convert does (a mid-grey 16-bit image would turn white); other modes are returned as they are."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F" and values.size and np.nanmax(np.abs(values)) <= 1.0:
+        values = values * 255.0  # floats in 0..1
+    elif image.mode != "F":
+        values = values / 257.0  # PNG and the other formats read give 16-bit values (0..65535)
+    values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
 def check_init_image(path: str) -> str:

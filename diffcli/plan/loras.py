@@ -18,14 +18,23 @@ MAX_LORAS = 16
 WEIGHT_LIMIT = 10.0
 MAX_NAME = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_SPEC = re.compile(r"^(?P<path>.+?):(?P<weight>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$")
+_SPEC = re.compile(r"^(?P<path>.+?):\s*(?P<weight>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$")
+# what can only have been meant as a weight: empty, nan, inf, or number-like text after the last colon
+_WEIGHTISH = re.compile(r"^(?P<path>.+?):(?P<weight>\s*[+-]?(?:nan|inf|infinity|[\d.]+(?:e[+-]?\d*)?)?\s*)$", re.I)
 
 
 def parse_spec(text: str) -> dict[str, Any]:
-    """`path[:weight]` → an entry; the last `:number` is the weight (so `C:\\x.safetensors` stays a path)."""
+    """`path[:weight]` → an entry; the last `:number` is the weight (so `C:\\x.safetensors` stays a path).
+
+    ValueError for a weight that is not a finite number (`PATH:nan`, `PATH:inf`, `PATH:`), which would
+    otherwise be read as part of the path.
+    """
     match = _SPEC.match(text.strip())
     if match:
         return {"path": match.group("path"), "weight": float(match.group("weight"))}
+    odd = _WEIGHTISH.match(text.strip())
+    if odd and not odd.group("path").endswith(("/", "\\")) and len(odd.group("path")) > 1:
+        raise ValueError(f"weight: expected a finite number after the last ':', got {odd.group('weight').strip()!r}")
     return {"path": text.strip()}
 
 
@@ -52,7 +61,11 @@ def check_loras(value: Any) -> tuple[dict[str, Any], ...]:
     entries: list[dict[str, Any]] = []
     used: set[str] = set()
     for position, raw in enumerate(value, start=1):
-        entry = _entry(parse_spec(raw) if isinstance(raw, str) else raw, position)
+        try:
+            spec = parse_spec(raw) if isinstance(raw, str) else raw
+        except ValueError as err:
+            raise ValueError(f"entry {position}: {err}") from None
+        entry = _entry(spec, position)
         name, suffix = entry["name"], 2
         while entry["name"] in used:
             entry["name"] = f"{name[:MAX_NAME - 4]}_{suffix}"

@@ -64,6 +64,9 @@ def lora_file(path: str, offline: bool, fetch: bool = True) -> Path | None:
 def check_suffix(file: Path, allow_pickle: bool, shown: str) -> None:
     """Safetensors only, unless pickle is allowed; anything else is not a LoRA file."""
     suffix = file.suffix.lower()
+    if suffix == ".safetensors" and file.suffix != suffix:  # diffusers tells safetensors by the exact suffix
+        raise ModelError(f"LoRA {shown}: the suffix {escape_control(file.suffix)} must be lower-case .safetensors "
+                         "(diffusers would read the file as a pickle)", hint="rename it to end in .safetensors")
     if suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise ModelError(f"LoRA {shown}: pickle weights ({suffix}), which can run code when loaded",
                          hint="if you trust this file, opt in with --allow-pickle or `allow_pickle: true`")
@@ -105,7 +108,22 @@ def apply_loras(pipe: Any, loras: tuple[dict[str, Any], ...], allow_pickle: bool
         if not any(entry["name"] in names for names in pipe.get_list_adapters().values()):
             raise ModelError(f"LoRA {shown} matched no layer of this {type(pipe).__name__}",
                              hint="is it made for another model family?")
+        check_finite(pipe, entry["name"], shown)
     set_lora_weights(pipe, tuple((entry["name"], entry["weight"]) for entry in loras))
+
+
+def check_finite(pipe: Any, adapter: str, shown: str) -> None:
+    """ModelError (exit 3) when a loaded adapter holds NaN or infinite values (they would blacken every image)."""
+    import torch
+
+    marker = f".{adapter}."
+    for component in getattr(pipe, "components", {}).values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for name, tensor in component.named_parameters():
+            if marker in name and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ModelError(f"LoRA {shown} holds NaN or infinite values ({escape_control(name)[:120]})",
+                                 hint="the file is damaged; use another copy")
 
 
 def set_lora_weights(pipe: Any, loras: tuple[tuple[str, float], ...]) -> None:

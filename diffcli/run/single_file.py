@@ -107,6 +107,9 @@ def detect(preset: Any) -> Detected:
     shown = escape_control(preset.model)
     if not path.is_file():
         raise ModelError(f"model file not found: {shown}", hint="check the path (a single-file .safetensors checkpoint)")
+    if path.suffix.lower() == SAFE_SUFFIX and path.suffix != SAFE_SUFFIX:  # diffusers matches the suffix exactly
+        raise ModelError(f"{shown}: the suffix {escape_control(path.suffix)} must be lower-case {SAFE_SUFFIX} "
+                         "(diffusers would read the file as a pickle)", hint=f"rename it to end in {SAFE_SUFFIX}")
     pickled = path.suffix.lower() in PICKLE_SUFFIXES
     if pickled and not preset.allow_pickle:
         raise ModelError(f"{shown}: a pickle checkpoint ({path.suffix}), which can run code when loaded",
@@ -179,7 +182,7 @@ def single_file_index(preset: Any) -> dict[str, Any]:
     folder = detect(preset).config
     shown = escape_control(str(folder))
     if not (folder / "model_index.json").is_file():
-        raise ModelError(f"--config {shown}: not a diffusers pipeline folder (no model_index.json)")
+        raise ModelError(f"config folder {shown}: not a diffusers pipeline folder (no model_index.json)")
     index = check_index(read_json(folder / "model_index.json", "model_index.json"), shown)
     check_component_configs(folder, index)
     return index

@@ -20,13 +20,15 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
 
-def _error(message: str, code: int, as_json: bool) -> int:
+def _error(message: str, code: int, as_json: bool, every_rank: bool = False) -> int:
     from diffcli.cli.emit import Emitter, spoken
 
     if spoken():  # the command already printed its document or error: say nothing twice
         return code
     try:
-        Emitter(as_json=as_json).error(message, code)
+        emitter = Emitter(as_json=as_json)
+        emitter.main = emitter.main or every_rank
+        emitter.error(message, code)
     except BrokenPipeError:
         return _broken_pipe()
     except Exception:  # noqa: BLE001 - stdout unusable: the stderr line is what is left
@@ -58,6 +60,16 @@ def _broken_pipe() -> int:
     return EXIT_BROKEN_PIPE
 
 
+def _escape_unencodable() -> None:
+    """Characters the terminal's encoding lacks (PYTHONIOENCODING=ascii, a C locale) are written as
+    `\\xe9`, never a UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def run_app(app: Any, argv: list[str] | None = None) -> None:
     """Run the Typer app without click's own exit handling, and exit with the right code."""
     import typer
@@ -77,6 +89,14 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
         sys.stdout = _ClosedStdout()
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    _escape_unencodable()
+    from diffcli.errors import DiffcliError
+    from diffcli.plan.environment import check_environment
+
+    try:  # before any library reads them (huggingface_hub parses its timeouts at import)
+        check_environment(os.environ)
+    except DiffcliError as err:  # said by every process: a bad launch environment has no trusted rank 0
+        sys.exit(_error(err.message + (f" ({err.hint})" if err.hint else ""), int(err.exit_code), as_json, True))
     try:
         install_signals()  # from here a signal is answered here (or by the command's boundary)
         code = app(args=args, prog_name="diffcli", standalone_mode=False)

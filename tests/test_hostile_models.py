@@ -209,3 +209,33 @@ def test_hub_errors_are_mapped_by_type_without_retries(case: tuple, fake_hub: st
     assert result.stderr == "", result.stderr  # no huggingface_hub UserWarning or retry chatter
     heads = [path for method, path in _FakeHub.requests if method == "HEAD"]
     assert len(heads) == (0 if offline == "1" else 2 if repo in ("owner/good", "owner/evil") else 1), heads
+
+
+# ------------------------------------------------------------------ a damaged OpenVINO cache (hostile-findings-2.md 20-21)
+
+
+def test_openvino_cache_swapped_or_garbage_is_reconverted_quietly(tiny_sd: Path, tmp_path: Path) -> None:
+    """The UNet's cached IR swapped with the VAE's, then a garbage model.xml: each rerun reconverts (exit 0) and
+    says nothing on stderr (no TensorFlow-frontend log lines from OpenVINO probing the file)."""
+    pytest.importorskip("openvino")
+    from tests.hostile_runner import check_result, run
+
+    cache = tmp_path / "ov"
+    args = ["txt2img", "a cat", "--model", str(tiny_sd), "--backend", "openvino", "--steps", "2", "--no-grid",
+            "--quiet", "--json", "--overwrite", "-o", str(tmp_path / "out")]
+    env = {"DIFFCLI_OPENVINO_CACHE": str(cache)}
+    check_result(run(args, tmp_path, 300, env=env), 0)
+    entries = {json.loads((e / "key.json").read_text())["part"]: e for e in cache.iterdir() if not e.name.startswith(".")}
+    unet, vae = entries["unet"], entries["vae_decoder"]
+    for name in ("model.xml", "model.bin"):
+        swapped = (unet / name).read_bytes()
+        shutil.copyfile(vae / name, unet / name)
+        (vae / name).write_bytes(swapped)
+    result = run(args, tmp_path, 300, env=env)
+    check_result(result, 0)
+    assert result.stderr == "", result.stderr
+    (unet / "model.xml").write_text("garbage, not an IR <<<")
+    result = run(args, tmp_path, 300, env=env)
+    check_result(result, 0)
+    assert result.stderr == "", result.stderr
+    assert b"<net " in (unet / "model.xml").read_bytes()[:4096]  # replaced by a fresh conversion

@@ -69,10 +69,10 @@ def load_or_convert(ov: Any, key: dict, convert: Callable[[], Any]) -> tuple[Any
     entry = root / key_hash(key)
     xml = entry / "model.xml"
     if xml.is_file() and (entry / "key.json").is_file():
-        try:
-            return ov.Core().read_model(str(xml)), False, xml
-        except Exception:  # noqa: BLE001 - an unreadable entry is converted again (and replaced)
-            shutil.rmtree(entry, ignore_errors=True)
+        model = _read_entry(ov, entry, key)
+        if model is not None:
+            return model, False, xml
+        shutil.rmtree(entry, ignore_errors=True)  # damaged or another entry's files: converted again, replaced
     model = convert()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -93,6 +93,32 @@ def load_or_convert(ov: Any, key: dict, convert: Callable[[], Any]) -> tuple[Any
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return model, True, xml
+
+
+def _read_entry(ov: Any, entry: Path, key: dict) -> Any:
+    """The entry's model if it is what `key` describes: its key.json, an IR model.xml (checked before OpenVINO
+    reads it, so no other frontend gets to parse and log about it) and inputs of the key's shapes; else None."""
+    from diffcli.sinks.inside import read_bounded
+
+    stored = read_bounded(entry / "key.json", 1 << 20)
+    try:
+        with open(entry / "model.xml", "rb") as handle:  # a regular file (checked by the caller)
+            head = handle.read(4096)
+    except OSError:
+        return None
+    try:
+        if stored is None or json.loads(stored) != json.loads(json.dumps(key, default=str)):
+            return None
+    except (ValueError, RecursionError):
+        return None
+    if b"<net " not in head:
+        return None
+    try:
+        model = ov.Core().read_model(str(entry / "model.xml"), str(entry / "model.bin"))
+        shapes = [[dim.get_length() for dim in port.get_partial_shape()] for port in model.inputs]
+    except Exception:  # noqa: BLE001 - an unreadable entry is converted again (and replaced)
+        return None
+    return model if shapes == [list(shape) for shape in key.get("shapes", shapes)] else None
 
 
 def compile_cached(ov: Any, model: Any, xml: Path | None, config: dict[str, Any]) -> Any:

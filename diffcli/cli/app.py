@@ -194,6 +194,10 @@ from diffcli.cli import gallery_cmd as _gallery_cmd  # noqa: E402  (registers `d
 
 _gallery_cmd.register(app)
 
+from diffcli.cli import serve_cmd as _serve_cmd  # noqa: E402  (registers `diffcli serve`; FastAPI loads only when it runs)
+
+_serve_cmd.register(app)
+
 
 def main() -> None:
     """Console-script entry point (see cli/entry.py for what runs before this)."""

@@ -371,3 +371,32 @@ def test_others_now_excludes_this_process_threads():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_builtin_models_by_name_and_replayed_on_another_install(tmp_path):
+    """`--model digits-text` is the built-in model (not a hub id); metadata records the name, and an image whose
+    recorded install path no longer exists replays on this install's copy, pixel for pixel."""
+    import json as json_module
+
+    import numpy as np
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    made = invoke("txt2img", "a handwritten digit 3", "--model", "digits-text", "--steps", "4", "-o",
+                  str(tmp_path / "a"), "--json", "--quiet")
+    assert made.exit_code == 0, made.output
+    path = json_module.loads(made.stdout)["images"][0]["path"]
+    info = Image.open(path).info
+    record = json_module.loads(info["diffcli"])
+    assert record["preset"]["model"] == "digits-text"
+    record["preset"]["model"] = "/gone/old-install/site-packages/diffcli/models/digits-text"
+    moved = tmp_path / "moved.png"
+    text = PngInfo()
+    text.add_text("parameters", info["parameters"])
+    text.add_text("diffcli", json_module.dumps(record))
+    Image.open(path).save(moved, pnginfo=text)
+    for image, out in ((path, "r1"), (moved, "r2")):
+        replayed = invoke("replay", str(image), "-o", str(tmp_path / out), "--json", "--quiet")
+        assert replayed.exit_code == 0, replayed.output
+        again = json_module.loads(replayed.stdout)["images"][0]["path"]
+        assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(path)))

@@ -165,7 +165,10 @@ def resolve_model_path(model: str, base: Path) -> str:
     candidate = base / model
     if looks_like_path(model) or candidate.exists():
         return str(candidate.resolve())
-    return model
+    from diffcli.plan.resources import builtin_model
+
+    builtin = builtin_model(model)  # `digits-text`: a built-in model, never a hub id
+    return str(builtin) if builtin is not None else model
 
 
 PATH_KEYS = ("init_image", "config")  # always local paths: relative ones resolve like `model`

@@ -168,6 +168,15 @@ def replay_layers(record: ReplayRecord, user_sets: dict[str, Any], user_flags: d
     merged.update(user_sets)
     merged.update(user_flags)
     merged["num_images"] = 1
+    from diffcli.plan.resources import builtin_model
+
+    if isinstance(merged.get("model"), str) and "model" not in user_sets and "model" not in user_flags:
+        recorded = merged["model"]
+        builtin = builtin_model(recorded)  # recorded by name: this install's copy
+        gone = Path(recorded)
+        if builtin is None and gone.is_absolute() and gone.parent.name == "models" and not gone.exists():
+            builtin = builtin_model(gone.name)  # an older record: another install's path to a built-in model
+        merged["model"] = str(builtin) if builtin is not None else recorded
     return merged
 
 

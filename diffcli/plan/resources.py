@@ -26,5 +26,23 @@ def shipped_configs_dir() -> Path:
 
 
 def builtin_models_dir() -> Path:
-    """Folder of the built-in offline models (`digits`, `digits-text`)."""
+    """Folder of the built-in offline models (`digits`, `digits-text`, `digits-flow`)."""
     return _shipped_dir("models")
+
+
+def builtin_model(name: str) -> Path | None:
+    """The folder of a built-in model named `name` (a bare name such as `digits-text`), else None."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 64:
+        return None
+    folder = builtin_models_dir() / name
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def builtin_name(model: str) -> str | None:
+    """The name of the built-in model a path points to (what metadata records, so replay works on any
+    install), else None."""
+    try:
+        path = Path(model).resolve()
+    except (OSError, ValueError):
+        return None
+    return path.name if path.parent == builtin_models_dir().resolve() and builtin_model(path.name) else None

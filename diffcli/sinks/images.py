@@ -40,7 +40,10 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
     from diffcli.plan.schedulers import name_for
 
     scheduler = run.pipe.scheduler
+    from diffcli.plan.resources import builtin_name
+
     preset = {key: getattr(run.preset, key) for key in RECORDED_KEYS}
+    preset["model"] = builtin_name(run.preset.model) or run.preset.model  # built-ins by name: any install
     preset["scheduler"] = item.scheduler or run.preset.scheduler or name_for(scheduler)
     if item.cell:  # a --vary cell records its own scheduler options
         preset["scheduler_options"] = item.options()

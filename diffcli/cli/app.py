@@ -69,7 +69,7 @@ def presets_list(ctx: typer.Context, as_json: JsonOpt = False, *, emitter: Emitt
 @presets_app.command("show")
 @guarded
 def presets_show(
-    name: Annotated[str, typer.Argument(help="Shipped preset name or YAML file.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Shipped preset name or YAML file.")],
     sets: SetOpt = None,
     as_json: JsonOpt = False,
     *, emitter: Emitter,
@@ -112,8 +112,9 @@ def schedulers_list(as_json: JsonOpt = False, *, emitter: Emitter) -> None:
 @app.command("inspect")
 @guarded
 def inspect_cmd(
-    target: Annotated[str, typer.Argument(
-        help="Preset name, preset file, local pipeline folder, single-file checkpoint or hub id.")],
+    target: Annotated[Optional[str], typer.Argument(
+        metavar="TARGET", help="Preset name, preset file, local pipeline folder, single-file checkpoint or hub id "
+        "(default: the built-in digits-text, as txt2img).")] = None,
     sets: SetOpt = None, offline: OfflineOpt = False, allow_pickle: PickleOpt = False, as_json: JsonOpt = False,
     *, emitter: Emitter,
 ) -> None:
@@ -131,6 +132,9 @@ def inspect_cmd(
     """
     from diffcli.run.inspection import inspect_target, render
 
+    if target is None:
+        target = "digits-text"
+        emitter.note("no TARGET given: inspecting the built-in digits-text (diffcli inspect --help shows examples)")
     info = inspect_target(target, sets or [], offline=offline, allow_pickle=allow_pickle)
     if as_json:
         emitter.document(info)
@@ -142,7 +146,7 @@ def inspect_cmd(
 @app.command("train")
 @guarded
 def train_cmd(
-    target: Annotated[str, typer.Argument(help="digits | digits-text | digits-flow")],
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="digits | digits-text | digits-flow")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Pipeline folder to write.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (denoiser).")] = None,
     vae_steps: Annotated[int, typer.Option("--vae-steps", help="digits-text: autoencoder steps.")] = 1500,

@@ -8,7 +8,7 @@ from typing_extensions import Annotated
 from diffcli.cli.boundary import guarded
 from diffcli.cli.emit import Emitter
 
-FolderArg = Annotated[Path, typer.Argument(help="Output folder to index (searched recursively).")]
+FolderArg = Annotated[Path, typer.Argument(metavar="DIR", help="Output folder to index (searched recursively).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 

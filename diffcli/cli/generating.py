@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
     @with_keys(*PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
     @guarded
     def txt2img(
-        prompt: Annotated[Optional[str], typer.Argument(help="The prompt (or use --prompts-file).")] = None,
+        prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="The prompt (or use --prompts-file).")] = None,
         prompts_file: PromptsFileOpt = None, vary: VaryOpt = None, *, flags: dict[str, Any], run: dict[str, Any],
         emitter: Emitter,
     ) -> None:
@@ -155,9 +155,9 @@ def register(app: typer.Typer) -> None:
     @with_keys("strength", *PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
     @guarded
     def img2img(
-        init_image: Annotated[Path, typer.Argument(help="The image to start from (PNG, JPEG, WebP or BMP).")],
+        init_image: Annotated[Path, typer.Argument(metavar="INIT_IMAGE", help="The image to start from (PNG, JPEG, WebP or BMP).")],
         prompt: Annotated[Optional[str], typer.Argument(
-            help="The prompt (or use --prompts-file); unconditional models take none.")] = None,
+            metavar="PROMPT", help="The prompt (or use --prompts-file); unconditional models take none.")] = None,
         prompts_file: PromptsFileOpt = None, vary: VaryOpt = None, *, flags: dict[str, Any], run: dict[str, Any],
         emitter: Emitter,
     ) -> None:

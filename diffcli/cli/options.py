@@ -52,16 +52,26 @@ def key_parameter(name: str) -> inspect.Parameter:
         annotation = Annotated[Optional[List[str]], typer.Option(*decls, help=help_text, show_default=False,
                                                              metavar="PATH[:WEIGHT]")]
     else:
-        annotation = Annotated[Optional[key.type], typer.Option(*decls, help=help_text, show_default=False)]
+        annotation = Annotated[Optional[key.type], typer.Option(*decls, help=help_text, show_default=False,
+                                                                metavar=metavar_of(key))]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
+def metavar_of(key: Any) -> str:
+    """A conventional metavar: the choices (`plain|weighted`), else INTEGER, NUMBER, PATH or TEXT."""
+    if key.choices:
+        return "|".join(str(choice) for choice in key.choices)
+    if key.name in ("model", "output", "init_image", "config"):
+        return "PATH" if key.name != "model" else "MODEL"
+    return {int: "INTEGER", float: "NUMBER"}.get(key.type, "TEXT")
 
 
 def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Shipped preset name or YAML file.")]
-SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Set a preset key: key=value (repeatable).")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", metavar="NAME|FILE", help="Shipped preset name or YAML file.")]
+SetOpt = Annotated[Optional[List[str]], typer.Option("--set", metavar="KEY=VALUE", help="Set a preset key: key=value (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or narration on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing images.")]
@@ -70,9 +80,9 @@ SkipOpt = Annotated[bool, typer.Option("--skip-existing",
 ExactOpt = Annotated[bool, typer.Option("--exact-frames", help="Decode latent frames with the VAE (slower, exact).")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help=KEYS["offline"].help)]
 PickleOpt = Annotated[bool, typer.Option("--allow-pickle", help=KEYS["allow_pickle"].help)]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help=KEYS["threads"].help)]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help=KEYS["device"].help)]
-OutputPathOpt = Annotated[Optional[str], typer.Option("--output", "-o", help=KEYS["output"].help)]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", metavar="INTEGER", help=KEYS["threads"].help)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", metavar="DEVICE", help=KEYS["device"].help)]
+OutputPathOpt = Annotated[Optional[str], typer.Option("--output", "-o", metavar="PATH", help=KEYS["output"].help)]
 
 RUN_PARAMETERS = (
     _param("preset", PresetOpt, None), _param("sets", SetOpt, None), _param("overwrite", OverwriteOpt, False),
@@ -110,7 +120,7 @@ def with_keys(*keys: str, exact_frames: bool = False) -> Callable[[Callable[...,
 
 
 PromptsFileOpt = Annotated[Optional[Path], typer.Option(
-    "--prompts-file", "-f", help="Text (one prompt per line) or JSONL file; checked whole before loading.")]
+    "--prompts-file", "-f", metavar="PATH", help="Text (one prompt per line) or JSONL file; checked whole before loading.")]
 VaryOpt = Annotated[Optional[List[str]], typer.Option(
     "--vary", metavar="KEY=V1,V2,...",
     help="Compare values: every combination with the same seeds, one labelled grid (repeatable: rows, columns, "

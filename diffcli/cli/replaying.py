@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     @app.command("replay")
     @guarded
     def replay(
-        image: Annotated[Path, typer.Argument(help="A PNG written by diffcli.")],
+        image: Annotated[Path, typer.Argument(metavar="IMAGE", help="A PNG written by diffcli.")],
         sets: SetOpt = None, output: OutputPathOpt = None, device: DeviceOpt = None, threads: ThreadsOpt = None,
         offline: OfflineOpt = False, allow_pickle: PickleOpt = False, overwrite: OverwriteOpt = False,
         skip_existing: SkipOpt = False, as_json: JsonOpt = False, quiet: QuietOpt = False, *, emitter: Emitter,

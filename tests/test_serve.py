@@ -294,6 +294,12 @@ def test_progress_during_a_long_request_then_interrupt(server):
     assert status == 200 and task["active"] and not task["completed"]
     later = wait_for_progress(server, first["state"]["sampling_step"] + 1)
     assert later["progress"] >= first["progress"]
+    for _ in range(100):  # the first call with skip_current_image=false asks the worker for previews
+        preview = server.call("GET", "/sdapi/v1/progress?skip_current_image=false")[1]["current_image"]
+        if preview:
+            break
+        time.sleep(0.05)
+    assert pixels(base64.b64decode(preview)).shape[:2] == (16, 16)
     interrupted_at = time.monotonic()
     interrupt_and_wait(server, thread)
     assert time.monotonic() - interrupted_at < 10

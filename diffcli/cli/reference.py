@@ -7,7 +7,7 @@ from __future__ import annotations
 
 COMMANDS = (
     (), ("unconditional",), ("txt2img",), ("img2img",), ("denoise-trace",), ("inspect",), ("replay",), ("presets",),
-    ("presets", "show"), ("presets", "keys"), ("schedulers",), ("train",), ("gallery",),
+    ("presets", "show"), ("presets", "keys"), ("schedulers",), ("train",), ("gallery",), ("serve",),
 )
 
 

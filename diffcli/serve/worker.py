@@ -238,7 +238,10 @@ class Worker:
             raise _Stop()
         if self.preview_wanted and step.sample is not None and time.monotonic() - self._preview_at > 1.0:
             self._preview_at = time.monotonic()
-            self.preview = self.engine.preview(step.sample)
+            try:
+                self.preview = self.engine.preview(step.sample)
+            except Exception:  # noqa: BLE001 - a preview is optional: never fail the batch for one
+                self.preview_wanted = False
 
     def _drop_pending(self, job: Job) -> None:
         """Forget a job's items not yet started (the caller holds the lock)."""

@@ -94,12 +94,10 @@ def register(app: typer.Typer) -> None:
 
         key = load_key(api_key_file)
         check_bind(host, key, insecure_no_key)
-        try:
-            import fastapi  # noqa: F401
-            import uvicorn  # noqa: F401
-        except ImportError:
-            raise UsageError("diffcli serve needs FastAPI and uvicorn",
-                             hint="pip install -e \".[serve]\" in a clone") from None
+        import importlib.util
+
+        if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")):
+            raise UsageError("diffcli serve needs FastAPI and uvicorn", hint="pip install -e \".[serve]\" in a clone")
         resolved = resolve(preset, "digits-text", sets, flags)
         for name, why in REFUSED_KEYS.items():
             if getattr(resolved.preset, name) is not None:

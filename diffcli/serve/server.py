@@ -23,6 +23,7 @@ from diffcli.plan.text import escape_control
 from diffcli.serve.limits import GRACE_S, Limits
 
 SHUTDOWN_TIMEOUT_S = 5
+CONNECTIONS = 1024  # open connections beyond --max-queue before uvicorn itself answers a plain-text 503
 
 
 @dataclasses.dataclass
@@ -88,7 +89,7 @@ def serve(preset: Any, options: Options, note: Callable[[str], None]) -> None:
         shown = f"[{host}]" if ":" in host else host
         config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
-                                limit_concurrency=options.limits.max_queue * 2 + 64, server_header=False)
+                                limit_concurrency=CONNECTIONS + options.limits.max_queue, server_header=False)
         server = _Server(config, on_exit=lambda: service.worker.stop(GRACE_S),
                          on_ready=lambda: note(f"serving {model_id} on http://{shown}:{port} "
                                                f"(max batch {options.limits.max_batch}, queue "

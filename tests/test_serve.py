@@ -251,6 +251,7 @@ def test_sigterm_finishes_or_cuts_the_running_batch_exits_0_and_releases_the_por
     log = "".join(server.lines)
     assert "Traceback" not in log and "stopped" in log
     assert sum('"POST /sdapi/v1/txt2img"' in line for line in server.lines) >= 5  # one line per request
+    assert any('"POST /v1/images/generations" 200 2 images (batches of' in line for line in server.lines)
     with socket.socket() as again:  # as any server binds (SO_REUSEADDR): fails while a process still listens there
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", server.port))

@@ -97,6 +97,8 @@ class Gate:
             client = (scope.get("client") or ("-", 0))[0]
             status = 499 if state.get("disconnected") else sent["status"]
             images = f" {state['images']} images" if state.get("images") else ""
+            if state.get("batches"):
+                images += f" (batches of {', '.join(map(str, state['batches']))})"
             self.service.log(f'{client} "{scope.get("method")} {path[:200]}" {status}{images} '
                              f"{time.perf_counter() - started:.3f}s")
 

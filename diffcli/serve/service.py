@@ -84,4 +84,5 @@ async def run_job(request: Any, items: list[Item], task_id: str | None = None) -
                 await asyncio.wait({done})  # a running batch still reads the job's init image: let it end
                 raise Cancelled("the client closed the connection")
     finally:
+        request.state.batches = job.batches
         service.door.release(items)

@@ -43,6 +43,7 @@ class Job:
     cancelled: bool = False
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
+    batches: list[int] = field(default_factory=list)  # the size of each batch its images ran in
 
     def __post_init__(self) -> None:
         self.pending: deque[Item] = deque(self.items)
@@ -194,6 +195,8 @@ class Worker:
                 if len(batch) >= self.limits.max_batch:
                     break
             self._queued -= len(batch)
+            for job in {id(j): j for j, _ in batch}.values():
+                job.batches.append(len(batch))
             self._batch, self._step, self._interrupt = batch, None, False
             return batch
 

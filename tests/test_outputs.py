@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from diffcli.errors import OutputError
-from diffcli.plan.items import slugify
+from diffcli.plan.naming import slugify
 from diffcli.sinks.folder import TEMP_PREFIX, OutputFolder, png_writer, save_png, write_atomic
 
 
@@ -132,3 +132,12 @@ def test_two_writers_never_clobber(tmp_path):
     [t.join() for t in threads]
     assert len(errors) == 7
     assert [p.name for p in tmp_path.iterdir()] == ["same.png"]
+
+
+def test_cell_names_keep_decimal_points():
+    """strength 0.3 is named `0.3`, not `0-3` (a range); dots elsewhere never survive."""
+    from diffcli.plan.naming import slugify
+
+    assert slugify("0.3", keep=".") == "0.3" and slugify("7.5-0.25", keep=".") == "7.5-0.25"
+    assert slugify("../..", keep=".") == "prompt" and slugify("a.b 1.5..2", keep=".") == "a-b-1.5-2"
+    assert slugify("a cat 0.3") == "a-cat-0-3"  # prompt slugs as before

@@ -14,8 +14,8 @@ from typing import Any
 
 from diffcli.errors import PresetError
 from diffcli.plan.keys import KEYS, SEED_MAX
+from diffcli.plan.naming import cell_stem, slugify
 
-MAX_SLUG = 48
 MAX_ITEMS = 1_000_000
 
 
@@ -81,8 +81,6 @@ class Item:
         A `--vary` cell is named by its item index, then its values: `0004-euler-10-s0-a-digit-7`.
         """
         if self.cell:
-            from diffcli.plan.vary import cell_stem
-
             return cell_stem(self)
         if self.task == "txt2img":
             return f"{self.prompt_index:04d}-s{self.seed}-{slugify(self.prompt)}"
@@ -107,14 +105,6 @@ class Item:
 def frozen_options(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """Scheduler options as hashable (option, JSON value) pairs, sorted by option."""
     return tuple((name, json.dumps(value, sort_keys=True)) for name, value in sorted(options.items()))
-
-
-def slugify(text: str, max_length: int = MAX_SLUG) -> str:
-    """A filename-safe, bounded, lowercase ASCII slug ("a cat playing bass" → "a-cat-playing-bass")."""
-    normalized = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", normalized.lower()).strip("-")
-    slug = slug[:max_length].rstrip("-")
-    return slug or "prompt"
 
 
 def _size(value: int | None, default: int, key: str, facts: ModelFacts) -> int:

@@ -181,11 +181,12 @@ def replay_layers(record: ReplayRecord, user_sets: dict[str, Any], user_flags: d
 
 
 def settings_differ(item: Any, image: Path) -> str | None:
-    """What an existing image's own metadata says differently from `item` (None when it is that item)."""
+    """What an existing image's own metadata says differently from `item`: None when it is that item, or
+    when it carries no readable diffcli metadata (then nothing can be checked: `has_record` tells)."""
     try:
         record = read_record(Path(image))
     except UsageError:
-        return "has no readable diffcli metadata (it was not made by this run's settings)"
+        return None
     values = record.values
     wanted = {"seed": item.seed, "steps": item.steps, "width": item.width, "height": item.height}
     if item.task == "txt2img":
@@ -203,3 +204,12 @@ def settings_differ(item: Any, image: Path) -> str | None:
     if item.cell and record.cell and record.cell != item.cell:
         return "is another --vary cell"
     return None
+
+
+def has_record(image: Path) -> bool:
+    """True when an image carries a readable diffcli replay record."""
+    try:
+        read_record(Path(image))
+    except UsageError:
+        return False
+    return True

@@ -19,7 +19,8 @@ import yaml
 
 from diffcli.errors import PresetError
 from diffcli.plan import safe_yaml
-from diffcli.plan.items import MAX_ITEMS, Item, ModelFacts, PromptLine, build_items, slugify
+from diffcli.plan.items import MAX_ITEMS, Item, ModelFacts, PromptLine, build_items
+from diffcli.plan.naming import label
 from diffcli.plan.keys import KEYS, check_value
 from diffcli.plan.suggest import suggest
 from diffcli.plan.text import one_line
@@ -33,7 +34,6 @@ MODEL_KEYS = ("model", "revision", "variant", "task", "allow_pickle", "safety_ch
 MAX_AXES = 3
 MAX_VALUES = 100
 MAX_CELLS = 1000
-MAX_CELL_SLUG = 32
 
 
 @dataclass(frozen=True)
@@ -122,29 +122,6 @@ def parse_vary(specs: list[str]) -> list[Axis]:
     if cells > MAX_CELLS:
         raise PresetError(f"--vary: {cells} combinations; at most {MAX_CELLS}")
     return axes
-
-
-def label(value: Any) -> str:
-    """How a value is shown in a grid and in names: text as is, numbers as written, the rest as JSON."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (str, int)):
-        return str(value)
-    return json.dumps(value, sort_keys=True)
-
-
-def cell_stem(item: Item) -> str:
-    """`<index>-<cell values>-s<seed>[-<prompt slug>]`: the item index keeps every cell's name apart."""
-    shown = [label(json.loads(value)) for key, value in item.cell if key not in ("prompt", "seed")]
-    parts = [f"{item.index:04d}"]
-    if shown:
-        parts.append(slugify("-".join(shown), MAX_CELL_SLUG))
-    parts.append(f"s{item.seed}")
-    if item.task == "txt2img":
-        parts.append(slugify(item.prompt))
-    return "-".join(parts)
 
 
 def expand(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None, axes: list[Axis],

@@ -54,21 +54,26 @@ def split_done(items: list[Item], folder: OutputFolder, report: Report) -> list[
                 raise OutputError(f"{folder.path_of(name)} already exists",
                                   hint="use --overwrite to replace or --skip-existing to skip")
             path = str(folder.path_of(name))
-            check_existing(item, folder.path_of(name))
-            report.images.append(image_entry(item, path, existing=True))
+            verified = check_existing(item, folder.path_of(name))
+            entry = image_entry(item, path, existing=True)
+            if not verified:  # no diffcli metadata: kept, but its settings are not known
+                entry["verified"] = False
+            report.images.append(entry)
             report.skipped.append({"path": path, "seed": item.seed, "index": item.index})
             continue
         todo.append(item)
     return todo
 
 
-def check_existing(item: Item, path: Any) -> None:
-    """A kept image must be the item: its own metadata (read bounded, as replay reads it) says so, or exit 4."""
-    from diffcli.plan.replay import settings_differ
+def check_existing(item: Item, path: Any) -> bool:
+    """A kept image must be the item: exit 4 when its own metadata (read bounded, as replay reads it) says
+    other settings; False when it carries no diffcli metadata to check."""
+    from diffcli.plan.replay import has_record, settings_differ
 
     differ = settings_differ(item, path)
     if differ:
         raise OutputError(f"{path} exists but {differ}", hint="use --overwrite to replace it, or another --output")
+    return has_record(path)
 
 
 def execute(command: str, task: str, preset: Any, items: list[Item], folder: OutputFolder, sinks: list[Any],

@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffcli.plan.items import Item, slugify
-from diffcli.plan.vary import label
+from diffcli.plan.items import Item
+from diffcli.plan.naming import slugify
+from diffcli.plan.naming import label
 from diffcli.sinks.base import RunInfo
 from diffcli.sinks.gallery_read import GRID_KEY
 from diffcli.sinks.grid import GRID_NAME, open_existing

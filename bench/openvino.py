@@ -7,7 +7,7 @@ SD 1.5 architecture (random weights from bench/sd15-architecture.json, PNDM, CFG
 2): each case runs in its own process, so its peak RSS is its own:
   torch        fp32, diffusers' default attention (SDPA): the baseline every ratio is against
   torch-bf16   the pipeline loaded as bfloat16 (`dtype: bfloat16`): oneDNN's BF16/AMX kernels where the CPU has them
-  openvino     the UNet converted by diffcli's backend (run/openvino_backend.py) into an empty cache:
+  openvino     the UNet converted by diffcli's backend (backends/openvino/backend.py) into an empty cache:
                conversion + save, then compile (f32 inference precision, torch's thread count); then the
                same from the disk cache in a fresh OpenVINOUNet (read + compile: a later run's start)
   openvino-bf16  the same with `dtype: bfloat16` (bf16 inference precision)
@@ -85,8 +85,8 @@ def child(case: str, args: argparse.Namespace) -> dict:
     if case.startswith("openvino"):
         import openvino as ov
 
-        from diffcli.run import openvino_backend as backend
-        from diffcli.run import ov_convert as convert
+        from diffcli.backends.openvino import backend
+        from diffcli.backends.openvino import convert
         from diffcli.plan.presets import Preset
 
         preset = Preset(model="bench:sd15-architecture", backend="openvino", dtype=str(dtype).split(".")[1])

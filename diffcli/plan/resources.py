@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -46,3 +47,19 @@ def builtin_name(model: str) -> str | None:
     except (OSError, ValueError):
         return None
     return path.name if path.parent == builtin_models_dir().resolve() and builtin_model(path.name) else None
+
+
+OPENVINO = ("DIFFCLI_OPENVINO_CACHE", "openvino")
+COMPILE = ("DIFFCLI_COMPILE_CACHE", "inductor")
+
+
+def cache_folder(which: tuple[str, str]) -> Path:
+    """A cache folder: $DIFFCLI_<X>_CACHE, else $HF_HOME/diffcli/<name>, else ~/.cache/diffcli/<name> (not created)."""
+    variable, name = which
+    explicit = os.environ.get(variable, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    hf_home = os.environ.get("HF_HOME", "").strip()
+    if hf_home:
+        return Path(hf_home).expanduser() / "diffcli" / name
+    return Path.home() / ".cache" / "diffcli" / name

@@ -11,20 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-OPENVINO = ("DIFFCLI_OPENVINO_CACHE", "openvino")
-COMPILE = ("DIFFCLI_COMPILE_CACHE", "inductor")
-
-
-def cache_folder(which: tuple[str, str]) -> Path:
-    """The folder of one cache (see the module docstring); not created here."""
-    variable, name = which
-    explicit = os.environ.get(variable, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    hf_home = os.environ.get("HF_HOME", "").strip()
-    if hf_home:
-        return Path(hf_home).expanduser() / "diffcli" / name
-    return Path.home() / ".cache" / "diffcli" / name
+from diffcli.plan.resources import COMPILE, OPENVINO, cache_folder  # noqa: F401 - the folders live with plan
 
 
 def use_compile_cache() -> str:

@@ -50,7 +50,7 @@ def apply_levers(pipe: Any, preset: Preset, device: Any) -> None:
         if preset.backend == "torch":  # the openvino backend refuses it itself
             enable_step_cache(pipe, preset.step_cache)
     if preset.backend == "openvino":
-        from diffcli.run.openvino_backend import use_openvino
+        from diffcli.backends.openvino.backend import use_openvino
 
         use_openvino(pipe, preset, device)
     if preset.compile != "none" and denoiser is not None:

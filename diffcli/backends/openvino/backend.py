@@ -7,7 +7,7 @@ an `AutoencoderKL`'s `decode` the same way (`OpenVINODecoder`; the encoder stays
 so does the whole VAE under `vae_tiling`/`vae_slicing`). The pipeline's own loop, scheduler and
 callbacks run unchanged. Each module's dtype picks OpenVINO's inference precision (`dtype:
 bfloat16` → bf16, which uses AMX/AVX-512 BF16 where the CPU has it). Converted models are cached
-on disk (`ov_cache.py`). Imported only for `backend: openvino`: the torch path never imports openvino.
+on disk (`cache.py`). Imported only for `backend: openvino`: the torch path never imports openvino.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from diffcli.errors import PresetError
-from diffcli.run.ov_convert import Converted, as_array, import_openvino, inference_precision
+from diffcli.backends.openvino.convert import Converted, as_array, import_openvino, inference_precision
 
 SUPPORTED = ("UNet2DConditionModel", "UNet2DModel")
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from diffcli.run.caches import OPENVINO, cache_folder
+from diffcli.plan.resources import OPENVINO, cache_folder
 
 STALE_TEMP_S = 24 * 3600  # temporary folders older than this were left by a killed process
 

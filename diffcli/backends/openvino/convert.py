@@ -63,7 +63,7 @@ class Converted:
     def prepare(self, inputs: list[np.ndarray], model: Any = None) -> Any:
         """Compile for these inputs' shapes: `model` when given (not cached), else the model read from the
         disk cache or converted (and cached)."""
-        from diffcli.run.ov_cache import cache_key, compile_cached, load_or_convert
+        from diffcli.backends.openvino.cache import cache_key, compile_cached, load_or_convert
 
         ov = import_openvino()
         shapes = tuple(tuple(a.shape) for a in inputs)

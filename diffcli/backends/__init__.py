@@ -1,0 +1,1 @@
+"""Where the denoiser runs besides torch: one package per backend."""

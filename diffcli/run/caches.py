@@ -9,9 +9,9 @@ A cache holds code or models that later runs load: keep it where only you can wr
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from diffcli.plan.resources import COMPILE, OPENVINO, cache_folder  # noqa: F401 - the folders live with plan
+
+from diffcli.plan.resources import COMPILE, cache_folder
 
 
 def use_compile_cache() -> str:

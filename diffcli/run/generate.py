@@ -159,9 +159,11 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
     folder.root  # made now, after loading (numbered when automatic): a failed load leaves no empty folder
     report.extra.update(device=str(loaded.device), dtype=str(loaded.dtype).replace("torch.", ""))
+    from diffcli.run.loras import lora_hashes
+
     run = RunInfo(command=command, task=task, preset=preset, folder=folder, total=len(todo), pipe=loaded.pipe,
                   model_name=model_name, latent=task == "txt2img" or getattr(loaded.pipe, "vqvae", None) is not None,
-                  existing=existing)
+                  existing=existing, lora_hashes=lora_hashes(preset.loras))
     from diffcli.run.switch import SchedulerSwitch
 
     switch = SchedulerSwitch(loaded.pipe, preset, scheduler_config)

@@ -148,15 +148,14 @@ def lora_error(shown: str, pipeline: str, err: Exception) -> ModelError:
     return ModelError(f"LoRA {shown} cannot be loaded into this {pipeline}: {first}")
 
 
-def hashes_field(entries: tuple[dict[str, Any], ...], used: tuple[tuple[str, float], ...]) -> str | None:
-    """A1111's `Lora hashes` value, `name: 0123456789ab, ...`, for the LoRAs an image used (files read once)."""
+def lora_hashes(entries: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    """A1111's short hash (`Lora hashes: name: 0123456789ab`) of each LoRA file, read once per run."""
     from diffcli.plan.loras import short_hash
 
-    paths = {entry["name"]: entry["path"] for entry in entries}
-    parts = []
-    for name, _ in used:
-        file = lora_file(paths[name], offline=True, fetch=False) if name in paths else None
+    hashes = {}
+    for entry in entries:
+        file = lora_file(entry["path"], offline=True, fetch=False)
         digest = short_hash(str(file)) if file is not None and file.is_file() else None
         if digest:
-            parts.append(f"{name}: {digest}")
-    return ", ".join(parts) or None
+            hashes[entry["name"]] = digest
+    return hashes

@@ -23,6 +23,7 @@ class RunInfo:
     model_name: str = ""
     latent: bool = False   # steps carry latents that need decoding for frames
     existing: list[tuple[Item, str]] = field(default_factory=list)  # done items kept (--skip-existing)
+    lora_hashes: dict[str, str] = field(default_factory=dict)  # LoRA name → A1111 short hash (files read once)
 
 
 class Sink(Protocol):

@@ -79,10 +79,10 @@ def png_text(run: RunInfo, item: Item) -> dict[str, str]:
     prompt = item.prompt
     if item.loras:  # A1111 and Civitai read LoRAs from `<lora:name:weight>` in the prompt
         from diffcli.plan.loras import prompt_tags
-        from diffcli.run.loras import hashes_field
 
         prompt = f"{prompt} {prompt_tags(item.loras)}"
-        fields["Lora hashes"] = hashes_field(run.preset.loras, item.loras)
+        used = [f"{name}: {run.lora_hashes[name]}" for name, _ in item.loras if run.lora_hashes.get(name)]
+        fields["Lora hashes"] = ", ".join(used) or None
     fields["Version"] = f"diffcli {__version__}"
     text = a1111_parameters(prompt or None, item.negative_prompt or None, fields)
     return {A1111_KEY: text, DIFFCLI_KEY: diffcli_chunk(replay_record(run, item))}

@@ -32,6 +32,7 @@ class Engine:
 
     def load(self) -> None:
         """Load, place and configure the pipeline (the CLI's loader: same device, dtype, scheduler, LoRAs)."""
+        from diffcli.run.loras import lora_hashes
         from diffcli.run.pipelines import load_pipeline
         from diffcli.run.switch import SchedulerSwitch
         from diffcli.run.threads import configure_threads
@@ -41,7 +42,8 @@ class Engine:
         self.loaded = load_pipeline(self.preset, self.facts.task)
         self.switch = SchedulerSwitch(self.loaded.pipe, self.preset, self.facts.scheduler_config)
         self.run_info = RunInfo(command="serve", task=self.facts.task, preset=self.preset, folder=None,  # type: ignore[arg-type]
-                                total=0, pipe=self.loaded.pipe, model_name=self.facts.name, latent=True)
+                                total=0, pipe=self.loaded.pipe, model_name=self.facts.name, latent=True,
+                                lora_hashes=lora_hashes(self.preset.loras))
 
     def compatible(self) -> list[str]:
         """Scheduler short names this model can use (what A1111 clients may ask for)."""

@@ -79,6 +79,14 @@ def tiny_sd() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd_inpaint() -> Path:
+    """A tiny StableDiffusionInpaintPipeline with a 9-channel UNet."""
+    from tests.tiny import build_tiny_sd
+
+    return cached_model("tiny-sd-inpaint", lambda folder: build_tiny_sd(folder, inpaint=True))
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl() -> Path:
     from tests.tiny import build_tiny_sd
 

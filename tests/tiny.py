@@ -39,11 +39,12 @@ def build_minimal_unconditional(folder: Path) -> Path:
 TINY_WORDS = ["a", "cat", "dog", "playing", "bass", "photo", "of", "the", "blurry", "red", "blue"]
 
 
-def build_tiny_sd(folder: Path, seed: int = 0, xl: bool = False) -> Path:
-    """A tiny StableDiffusionPipeline (or StableDiffusionXLPipeline) folder with random weights."""
+def build_tiny_sd(folder: Path, seed: int = 0, xl: bool = False, inpaint: bool = False) -> Path:
+    """A tiny StableDiffusionPipeline (or StableDiffusionXLPipeline) folder with random weights; `inpaint`: a
+    StableDiffusionInpaintPipeline whose UNet takes 9 channels (latents, mask, masked-image latents)."""
     import torch
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionInpaintPipeline,
+                           StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -51,16 +52,16 @@ def build_tiny_sd(folder: Path, seed: int = 0, xl: bool = False) -> Path:
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         norm_num_groups=4, sample_size=16)
-    unet_kwargs = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-                       norm_num_groups=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    unet_kwargs = dict(sample_size=8, in_channels=9 if inpaint else 4, out_channels=4, layers_per_block=1,
+                       block_out_channels=(16, 32), norm_num_groups=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=4)
     if not xl:
         unet = UNet2DConditionModel(cross_attention_dim=16, **unet_kwargs)
         scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                   skip_prk_steps=True, steps_offset=1)
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer,
-                                       unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
+        pipe_cls = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+        pipe = pipe_cls(vae=vae, text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer, unet=unet,
+                        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     else:
         unet = UNet2DConditionModel(cross_attention_dim=32, addition_embed_type="text_time",
                                     addition_time_embed_dim=4, projection_class_embeddings_input_dim=16 + 6 * 4,

@@ -1,4 +1,4 @@
-"""The generating commands: unconditional, txt2img, img2img, denoise-trace. Each narrates and delegates."""
+"""The generating commands: unconditional, txt2img, img2img, inpaint, denoise-trace. Each narrates and delegates."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from typing_extensions import Annotated
 from diffcli.cli.boundary import guarded
 from diffcli.cli.emit import Emitter
 from diffcli.cli.options import GENERATION_KEYS, PROMPT_KEYS, TRACE_KEYS, PromptsFileOpt, VaryOpt, with_keys
+
+INPAINT_KEYS = ("mask_blur", "padding_mask_crop", "invert_mask")
+HIRES_KEYS = ("hires", "hires_strength", "hires_steps", "hires_upscaler")
 from diffcli.errors import UsageError
 
 BUILTIN_NOTES = {
@@ -86,8 +89,10 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
     from diffcli.run.prompt_embeds import prompt_warnings
 
     check_local_files(preset.loras, preset.allow_pickle)  # a missing LoRA fails before the model loads
-    for message in prompt_warnings(preset, planned[1], planned[0]):  # CLIP's silent truncation, said out loud
-        emitter.warn(message)
+    from diffcli.run.inpaint import mask_warnings
+
+    for message in prompt_warnings(preset, planned[1], planned[0]) + mask_warnings(planned[1]):
+        emitter.warn(message)  # CLIP's silent truncation and a mask that repaints nothing, said out loud
     report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"],
                             planned=planned)
     if preset.gallery and report.extra.get("output"):
@@ -127,7 +132,7 @@ def register(app: typer.Typer) -> None:
         generate("unconditional", "digits", "unconditional", flags, run, emitter, vary=vary)
 
     @app.command("txt2img")
-    @with_keys(*PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
+    @with_keys(*PROMPT_KEYS, *GENERATION_KEYS, *HIRES_KEYS, "show", exact_frames=True)
     @guarded
     def txt2img(
         prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="The prompt (or use --prompts-file).")] = None,
@@ -148,6 +153,8 @@ def register(app: typer.Typer) -> None:
           diffcli txt2img --prompts-file prompts.jsonl --preset sdxl --output out/
 
           diffcli txt2img "a handwritten digit 7" --vary scheduler=ddim,euler,dpm++2m --vary steps=5,10,25 -n 1
+
+          diffcli txt2img "a cat playing bass" --preset sd15 --hires 2 --hires-strength 0.5
         """
         generate("txt2img", "digits-text", "txt2img", flags, run, emitter, prompt, prompts_file, vary)
 
@@ -184,6 +191,38 @@ def register(app: typer.Typer) -> None:
         """
         flags = {**flags, "init_image": str(init_image)}
         generate("img2img", "digits-text", None, flags, run, emitter, prompt, prompts_file, vary)
+
+    @app.command("inpaint")
+    @with_keys("strength", *INPAINT_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
+    @guarded
+    def inpaint(
+        init_image: Annotated[Path, typer.Argument(metavar="INIT_IMAGE", help="The image to repaint (PNG, JPEG, WebP or BMP).")],
+        mask: Annotated[Path, typer.Argument(metavar="MASK", help="White = repaint, black = keep (any mode; "
+                                             "transparent = keep; --invert-mask swaps them).")],
+        prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="The prompt (or use --prompts-file).")] = None,
+        prompts_file: PromptsFileOpt = None, vary: VaryOpt = None, *, flags: dict[str, Any], run: dict[str, Any],
+        emitter: Emitter,
+    ) -> None:
+        """Repaint the white part of MASK in INIT_IMAGE; the black part is kept.
+
+        INIT_IMAGE and MASK are fitted to the run's width x height as img2img fits its init image
+        (cover + centre crop); MASK may be greyscale, 1-bit, a palette or have transparency
+        (transparent pixels keep). --strength (default 0.8) is how much of the masked part is
+        redrawn; --mask-blur PX softens the mask; --padding-mask-crop PX redraws only the masked
+        region plus PX pixels at full size and pastes it back. Inpainting models (9-channel UNets)
+        run as loaded; other SD/SDXL models mask their latents, SD3, Flux and Chroma use diffusers'
+        inpainting pipelines. Metadata records both files' paths and sha256, so replay works.
+
+        Examples:
+
+          diffcli inpaint digit.png mask.png "a handwritten digit 8" --preset digits-text
+
+          diffcli inpaint photo.png mask.png "a red bicycle" --model runwayml/stable-diffusion-inpainting --strength 1
+
+          diffcli inpaint photo.png mask.png "a red bicycle" --preset sd15 --mask-blur 4 --padding-mask-crop 32
+        """
+        flags = {**flags, "init_image": str(init_image), "mask_image": str(mask)}
+        generate("inpaint", "digits-text", None, flags, run, emitter, prompt, prompts_file, vary)
 
     @app.command("denoise-trace")
     @with_keys(*TRACE_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, "init_image", "strength", exact_frames=True)

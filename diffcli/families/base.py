@@ -3,7 +3,7 @@
 A `Family` answers, from the configs alone (no weights): the default size and the size multiple, the
 pipeline's own call defaults (read from its `__call__` signature, never copied), how it sets its
 timesteps; and, on the loaded pipeline: how to unpack its latents and estimate x0 for frames, and which
-image-to-image pipeline `from_pipe` builds on the same modules. The loop, sinks and plan stay generic.
+image-to-image and inpainting pipelines `from_pipe` builds on the same modules. The loop, sinks and plan stay generic.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Family:
     text_encoders: str = ""                    # what encodes the prompt, for `inspect`
     weighted_prompts: bool = False             # A1111 weights in 75-token CLIP chunks
     img2img: str | None = None                 # the image-to-image pipeline built with from_pipe
+    inpaint: str | None = None                 # the inpainting pipeline built with from_pipe (or loaded as is)
     vae_factor: int | None = None              # a fixed VAE downsampling the pipeline assumes (else the VAE's)
     custom_sigmas: bool = False                # the pipeline passes sigmas= (and mu=) to set_timesteps
     dynamic_mu: bool = False                   # mu= only when the scheduler shifts dynamically (SD3)

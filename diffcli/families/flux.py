@@ -20,8 +20,10 @@ class Packed(Family):
 
 FLUX = Packed("flux", ("FluxPipeline",), denoiser="transformer", flow=True, packed=True,
               text_encoders="CLIP-L (pooled, 77 tokens) + T5 (max_sequence_length)",
-              img2img="FluxImg2ImgPipeline", custom_sigmas=True, cache_hooks="mixin", long_tokenizer="tokenizer_2", sample_size=128)
+              img2img="FluxImg2ImgPipeline", inpaint="FluxInpaintPipeline",
+              custom_sigmas=True, cache_hooks="mixin", long_tokenizer="tokenizer_2", sample_size=128)
 CHROMA = Packed("chroma", ("ChromaPipeline",), denoiser="transformer", flow=True, packed=True,
-                text_encoders="T5 (max_sequence_length)", img2img="ChromaImg2ImgPipeline", custom_sigmas=True, cache_hooks="mixin",
+                text_encoders="T5 (max_sequence_length)", img2img="ChromaImg2ImgPipeline",
+                inpaint="ChromaInpaintPipeline", custom_sigmas=True, cache_hooks="mixin",
                 long_tokenizer="tokenizer",
                 sample_size=128)

@@ -17,7 +17,7 @@ def family_for(class_name: str) -> Family:
     if class_name in _BY_PIPELINE:
         return _BY_PIPELINE[class_name]
     for family in FAMILIES:
-        if family.img2img == class_name:
+        if class_name in (family.img2img, family.inpaint):
             return family
     return OTHER
 

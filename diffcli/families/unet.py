@@ -6,7 +6,8 @@ from diffcli.families.base import Family
 
 DDPM = Family("ddpm", ("DDPMPipeline", "DDIMPipeline", "LDMPipeline", "ScoreSdeVePipeline"))
 SD = Family("sd", ("StableDiffusionPipeline",), text_encoders="CLIP (77 tokens)", weighted_prompts=True,
-            img2img="StableDiffusionImg2ImgPipeline")
+            img2img="StableDiffusionImg2ImgPipeline", inpaint="StableDiffusionInpaintPipeline")
 SDXL = Family("sdxl", ("StableDiffusionXLPipeline",), text_encoders="CLIP-L + CLIP-G (77 tokens)",
-              weighted_prompts=True, img2img="StableDiffusionXLImg2ImgPipeline")
+              weighted_prompts=True, img2img="StableDiffusionXLImg2ImgPipeline",
+              inpaint="StableDiffusionXLInpaintPipeline")
 OTHER = Family("other", ())  # any other DiffusionPipeline: called as is, with its own defaults

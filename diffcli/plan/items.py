@@ -10,11 +10,15 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffcli.errors import PresetError
 from diffcli.plan.keys import KEYS, SEED_MAX
 from diffcli.plan.naming import cell_stem, slugify
+
+if TYPE_CHECKING:
+    from diffcli.plan.hires import HiresSpec
+    from diffcli.plan.mask import InpaintSpec
 
 MAX_ITEMS = 1_000_000
 
@@ -68,6 +72,8 @@ class Item:
     init_image: str = ""                                # img2img: the init image's path ...
     init_sha256: str = ""                               # ... and the sha256 of its file
     max_sequence_length: int | None = None              # T5 tokens read; None: the pipeline's own
+    inpaint: InpaintSpec | None = None                  # inpaint: the mask and its settings (plan/mask.py)
+    hires: HiresSpec | None = None                      # hires fix: the img2img pass after it (plan/hires.py)
 
     @property
     def run_steps(self) -> int:
@@ -91,7 +97,7 @@ class Item:
         weighted = (self.prompt, self.negative_prompt) if self.prompt_syntax == "weighted" else ()  # same chunks
         return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "",
                 self.scheduler, self.scheduler_options, self.strength, self.init_image, self.loras,
-                self.prompt_syntax, weighted, self.max_sequence_length)
+                self.prompt_syntax, weighted, self.max_sequence_length, self.inpaint, self.hires)
 
     def options(self) -> dict[str, Any]:
         """The scheduler options as a mapping."""

@@ -102,8 +102,24 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("init_image", str, None, "img2img: the image to start from (PNG, JPEG, WebP, BMP); converted to RGB (L for "
        "1-channel models) and, unless it has the run's size, resized to width x height with a centre crop that keeps "
        "its aspect ratio (Lanczos).", nullable=True, flag="--init-image"),
-    _k("strength", float, 0.8, "img2img: how much of the init image is redrawn, 0 < s <= 1; int(steps * strength) "
+    _k("strength", float, 0.8, "img2img and inpaint: how much of the init image is redrawn, 0 < s <= 1; int(steps * strength) "
        "steps run (near 0: the init image back, 1: from noise seeded by it).", low=0, high=1, flag="--strength"),
+    _k("mask_image", str, None, "inpaint: the mask (white = repaint, black = keep; any mode: transparent pixels "
+       "count as black); read and fitted to width x height like init_image.", nullable=True, flag="--mask-image"),
+    _k("mask_blur", int, 0, "inpaint: Gaussian blur radius in pixels applied to the mask (A1111 uses 4).", low=0,
+       high=64, flag="--mask-blur"),
+    _k("padding_mask_crop", int, None, "inpaint: redraw only the masked region plus this many pixels around it, "
+       "scaled up to width x height, and paste it back (A1111's \"only masked\").", nullable=True, low=0,
+       high=MAX_SIDE, flag="--padding-mask-crop"),
+    _k("invert_mask", bool, False, "inpaint: repaint the black part of the mask instead.", flag="--invert-mask"),
+    _k("hires", float, None, "Hires fix: generate, upscale by this factor (1 < scale <= 4), then redraw at the new "
+       "size with an img2img pass on the same model (txt2img).", nullable=True, low=1, high=4, flag="--hires"),
+    _k("hires_strength", float, 0.7, "Hires fix: the img2img pass's strength, 0 < s <= 1 (A1111's \"Denoising "
+       "strength\").", low=0, high=1, flag="--hires-strength"),
+    _k("hires_steps", int, None, "Hires fix: the img2img pass's steps (int(steps * strength) run; default: steps).",
+       nullable=True, low=1, high=10000, flag="--hires-steps"),
+    _k("hires_upscaler", str, "lanczos", "Hires fix: upscale the image (lanczos) or the latents (latent: bilinear, "
+       "UNet models).", choices=("lanczos", "latent"), flag="--hires-upscaler"),
     _k("seed", int, 0, "Seed of image 0; image i uses seed + i.", low=0, high=SEED_MAX, flag="--seed"),
     _k("num_images", int, 1, "Images to make (per prompt).", low=1, high=100000, flag="--num-images", short="-n"),
     _k("batch_size", int, 1, "Images per forward pass.", low=1, high=1024, flag="--batch-size", short="-b"),
@@ -203,6 +219,8 @@ def _check_bounds(key: Key, value: float, what: str) -> None:
         raise ValueError(f"expected {what} >= {key.low:g}, got {value}")
     if key.high is not None and value > key.high:
         raise ValueError(f"expected {what} <= {key.high:g}, got {value}")
+    if key.name in ("hires", "hires_strength") and value <= (key.low or 0):  # open below: 1 < scale, 0 < strength
+        raise ValueError(f"expected {what} > {key.low:g}, got {value}")
 
 
 def _check_finite(value: Any, where: str, depth: int = 0) -> None:

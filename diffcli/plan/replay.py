@@ -24,7 +24,8 @@ MAX_TEXT = 256 * 1024
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # the models `config` applies to
 REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker", "seed",
                  "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale", "init_image", "strength",
-                 "config", "loras", "prompt_syntax", "step_cache", "max_sequence_length")
+                 "config", "loras", "prompt_syntax", "step_cache", "max_sequence_length", "mask_image", "mask_blur",
+                 "padding_mask_crop", "invert_mask", "hires", "hires_steps", "hires_strength", "hires_upscaler")
 MAX_CELL_KEYS = 8
 
 
@@ -38,6 +39,7 @@ class ReplayRecord:
     prompt_index: int
     init_sha256: str = ""  # img2img: the init image's recorded hash
     cell: tuple[tuple[str, str], ...] = ()  # a --vary cell: (key, JSON value) pairs
+    mask_sha256: str = ""  # inpaint: the mask's recorded hash
 
 
 def read_record(image: Path) -> ReplayRecord:
@@ -98,8 +100,9 @@ def validate_record(record: Any, shown: str) -> ReplayRecord:
     prompt_index = _count(record.get("prompt_index", 0), "prompt_index", shown)
     values["task"] = task
     init_sha256 = _init_sha256(record, shown) if "init_image" in values else ""
+    mask_sha256 = _init_sha256(record, shown, "mask_image") if "mask_image" in values else ""
     return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index, init_sha256=init_sha256,
-                        cell=_cell(record.get("cell", []), values, shown))
+                        cell=_cell(record.get("cell", []), values, shown), mask_sha256=mask_sha256)
 
 
 def _cell(cell: Any, values: dict[str, Any], shown: str) -> tuple[tuple[str, str], ...]:
@@ -129,30 +132,33 @@ def _cell(cell: Any, values: dict[str, Any], shown: str) -> tuple[tuple[str, str
     return tuple(pairs)
 
 
-def _init_sha256(record: dict[str, Any], shown: str) -> str:
-    info = record.get("init_image")
+def _init_sha256(record: dict[str, Any], shown: str, key: str = "init_image") -> str:
+    info = record.get(key)
     sha = info.get("sha256") if isinstance(info, dict) else None
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise UsageError(f"{shown}: diffcli metadata: init_image: expected a sha256 (64 hex digits)")
+        raise UsageError(f"{shown}: diffcli metadata: {key}: expected a sha256 (64 hex digits)")
     return sha
 
 
 def check_init_image(record: ReplayRecord, user_sets: dict[str, Any]) -> None:
-    """An img2img record's init image is used from its recorded path only if its sha256 still matches."""
+    """An img2img record's init image (and an inpaint record's mask) is used from its recorded path only if its
+    sha256 still matches."""
     from diffcli.plan.init_image import read_bytes, sha256_hex
 
-    path = record.values.get("init_image")
-    if not path or "init_image" in user_sets:
-        return
-    shown = escape_control(str(path))
-    hint = "give the init image with --set init_image=PATH"
-    try:
-        data = read_bytes(str(path), "init image")
-    except UsageError as err:
-        raise UsageError(f"{err.message}; replay needs the image this one started from", hint=hint) from None
-    if sha256_hex(data) != record.init_sha256:
-        raise UsageError(f"init image {shown} has changed since this image was made (its sha256 differs from the "
-                         "metadata's)", hint=hint)
+    for key, what, sha in (("init_image", "init image", record.init_sha256),
+                           ("mask_image", "mask", record.mask_sha256)):
+        path = record.values.get(key)
+        if not path or key in user_sets:
+            continue
+        shown = escape_control(str(path))
+        hint = f"give the {what} with --set {key}=PATH"
+        try:
+            data = read_bytes(str(path), what)
+        except UsageError as err:
+            raise UsageError(f"{err.message}; replay needs the {what} this one was made from", hint=hint) from None
+        if sha256_hex(data) != sha:
+            raise UsageError(f"{what} {shown} has changed since this image was made (its sha256 differs from the "
+                             "metadata's)", hint=hint)
 
 
 def _count(value: Any, name: str, shown: str) -> int:

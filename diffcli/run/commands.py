@@ -28,10 +28,15 @@ def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | N
         items = expand(preset, facts, lines, list(axes), first_index)
     else:
         items = build_items(preset, facts, lines, first_index, first_prompt_index)
+    from diffcli.run.hires import attach_hires
+    from diffcli.run.inpaint import attach_mask
+
+    items = attach_mask(preset, facts, items)  # inpaint's refusals come before the init image's
     if preset.init_image:
         from diffcli.run.img2img import attach_init_image
 
         items = attach_init_image(preset, facts, items)
+    items = attach_hires(preset, facts, items)
     from diffcli.families.registry import family_named
 
     for name, options, steps in schedules(items):

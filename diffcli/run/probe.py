@@ -95,7 +95,8 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
     scheduler = _config(root, "scheduler", "scheduler_config.json", preset, offline)
     defaults = {}
     if task == "txt2img":
-        image_cls = getattr(diffusers, family.img2img, None) if preset.init_image and family.img2img else None
+        sibling = family.inpaint if preset.mask_image else family.img2img  # its own pipeline's defaults
+        image_cls = getattr(diffusers, sibling, None) if preset.init_image and sibling else None
         call = family.call_defaults(image_cls or pipeline_cls)  # img2img: its own pipeline's defaults
         defaults = {ours: call[theirs] for ours, theirs in (("steps", "num_inference_steps"),
                                                             ("guidance_scale", "guidance_scale")) if theirs in call}

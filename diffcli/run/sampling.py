@@ -148,7 +148,7 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
     tracker = StepTracker(pipe.scheduler, run_steps, on_step, want_x0,
                           skip_calls=(steps - run_steps) * pipe.scheduler.order, family=family,
                           unpack=lambda latents: family.unpack(pipe, latents, height, width))
-    kwargs = dict(call_kwargs, num_inference_steps=steps, output_type="np")
+    kwargs = {"output_type": "np", **call_kwargs, "num_inference_steps": steps}  # hires: latents may be asked
     if on_step is not None and _accepts(pipe.__call__, "callback_on_step_end"):
         def callback(_pipe: Any, _index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             tracker.after_call(tensors["latents"])
@@ -201,13 +201,31 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
         from diffcli.run.prompt_embeds import weighted_kwargs
 
         kwargs.update(weighted_kwargs(pipe, kwargs.pop("prompt"), kwargs.pop("negative_prompt", None)))
-    if first.strength is not None:  # img2img: diffusers' image-to-image pipeline on the same modules
-        from diffcli.run.img2img import image_pipeline, init_images
+    from diffcli.run.img2img import image_pipeline, init_images
 
+    if first.inpaint is not None:  # inpaint: the inpainting pipeline on the same modules (or the model's own)
+        from diffcli.run.inpaint import inpaint_kwargs, inpaint_pipeline
+
+        kwargs.update(inpaint_kwargs(pipe, batch))
+        return _image_pass(inpaint_pipeline(pipe), kwargs, first.steps, first.run_steps, on_step, want_x0, family)
+    if first.strength is not None:  # img2img: diffusers' image-to-image pipeline on the same modules
         kwargs.update(image=init_images(pipe, batch), strength=first.strength)
-        image_pipe = image_pipeline(pipe)
-        if not _accepts(image_pipe.__call__, "width"):  # SD/SDXL: the init image (already fitted) decides the size
-            del kwargs["width"], kwargs["height"]
-        return sample_txt2img(image_pipe, kwargs, first.steps, on_step, want_x0, first.run_steps, family,
-                              size=(first.width, first.height))
+        return _image_pass(image_pipeline(pipe), kwargs, first.steps, first.run_steps, on_step, want_x0, family)
+    if first.hires is not None:  # hires fix: txt2img, upscale, then an img2img pass at the new size
+        from diffcli.run.hires import first_pass_kwargs, second_pass_kwargs, upscale
+
+        made = sample_txt2img(pipe, {**kwargs, **first_pass_kwargs(batch)}, first.steps, on_step, want_x0,
+                              family=family)
+        second = second_pass_kwargs(kwargs, upscale(pipe, made, batch), batch)
+        return _image_pass(image_pipeline(pipe), second, first.hires.steps, first.hires.run_steps, None, False,
+                           family)
     return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0, family=family)
+
+
+def _image_pass(image_pipe: Any, kwargs: dict[str, Any], steps: int, run_steps: int, on_step: StepCallback | None,
+                want_x0: bool, family: Family) -> Any:
+    """An image-to-image or inpainting pipeline's run from `kwargs["image"]` at `kwargs`' width x height."""
+    size = (kwargs["width"], kwargs["height"])
+    if not _accepts(image_pipe.__call__, "width"):  # SD/SDXL img2img: the image (already fitted) decides the size
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("width", "height")}
+    return sample_txt2img(image_pipe, kwargs, steps, on_step, want_x0, run_steps, family, size=size)

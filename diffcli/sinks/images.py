@@ -30,6 +30,12 @@ def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]
         entry["loras"] = [{"name": name, "weight": weight} for name, weight in item.loras]
     if item.strength is not None:
         entry.update(strength=item.strength, init_image=item.init_image, run_steps=item.run_steps)
+    if item.inpaint is not None:
+        entry["mask_image"] = item.inpaint.mask_image
+    if item.hires is not None:  # the file's size is the hires pass's
+        entry["hires"] = {"scale": item.hires.scale, "width": item.hires.width, "height": item.hires.height,
+                          "steps": item.hires.steps, "strength": item.hires.strength,
+                          "upscaler": item.hires.upscaler, "run_steps": item.hires.run_steps}
     if existing:
         entry["existing"] = True
     return entry
@@ -63,6 +69,14 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
     if item.strength is not None:  # img2img: replay finds the init image by this path only if the hash matches
         preset.update(init_image=item.init_image, strength=item.strength)
         record["init_image"] = {"name": Path(item.init_image).name, "sha256": item.init_sha256}
+    if item.inpaint is not None:  # inpaint: the mask is found the same way
+        spec = item.inpaint
+        preset.update(mask_image=spec.mask_image, mask_blur=spec.mask_blur, invert_mask=spec.invert_mask,
+                      padding_mask_crop=spec.padding_mask_crop)
+        record["mask_image"] = {"name": Path(spec.mask_image).name, "sha256": spec.mask_sha256}
+    if item.hires is not None:
+        preset.update(hires=item.hires.scale, hires_steps=item.hires.steps, hires_strength=item.hires.strength,
+                      hires_upscaler=item.hires.upscaler)
     return record
 
 
@@ -76,6 +90,15 @@ def png_text(run: RunInfo, item: Item) -> dict[str, str]:
     fields.update({"Seed": item.seed, "Size": f"{item.width}x{item.height}", "Model": run.model_name})
     if item.strength is not None:
         fields["Denoising strength"] = item.strength
+    if item.inpaint is not None:
+        fields["Mask blur"] = item.inpaint.mask_blur
+        if item.inpaint.padding_mask_crop is not None:
+            fields["Inpaint area"], fields["Masked area padding"] = "Only masked", item.inpaint.padding_mask_crop
+    if item.hires is not None:  # A1111's hires fields
+        from diffcli.plan.hires import UPSCALER_LABELS
+
+        fields.update({"Denoising strength": item.hires.strength, "Hires upscale": item.hires.scale,
+                       "Hires steps": item.hires.steps, "Hires upscaler": UPSCALER_LABELS[item.hires.upscaler]})
     prompt = item.prompt
     if item.loras:  # A1111 and Civitai read LoRAs from `<lora:name:weight>` in the prompt
         from diffcli.plan.loras import prompt_tags

@@ -101,6 +101,7 @@ def inpaint_kwargs(pipe: Any, batch: list[Item]) -> dict[str, Any]:
     assert spec is not None
     kwargs: dict[str, Any] = {"image": init_images(pipe, batch), "strength": first.strength,
                               "mask_image": [load_mask(item.inpaint, item.width, item.height) for item in batch]}
-    if spec.padding_mask_crop is not None:
-        kwargs["padding_mask_crop"] = spec.padding_mask_crop
+    if spec.padding_mask_crop is not None:  # diffusers crops one PIL image (a batch shares it: see batch_key)
+        kwargs.update(image=kwargs["image"][0], mask_image=kwargs["mask_image"][0],
+                      padding_mask_crop=spec.padding_mask_crop, output_type="pil")  # it pastes PIL images only
     return kwargs

@@ -228,4 +228,10 @@ def _image_pass(image_pipe: Any, kwargs: dict[str, Any], steps: int, run_steps: 
     size = (kwargs["width"], kwargs["height"])
     if not _accepts(image_pipe.__call__, "width"):  # SD/SDXL img2img: the image (already fitted) decides the size
         kwargs = {k: v for k, v in kwargs.items() if k not in ("width", "height")}
-    return sample_txt2img(image_pipe, kwargs, steps, on_step, want_x0, run_steps, family, size=size)
+    images = sample_txt2img(image_pipe, kwargs, steps, on_step, want_x0, run_steps, family, size=size)
+    if isinstance(images, list):  # PIL images (inpaint's padding_mask_crop pastes them): floats in [0, 1]
+        import numpy as np
+
+        arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in images]
+        images = np.stack([array[..., None] if array.ndim == 2 else array for array in arrays])
+    return images

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tests.test_cli import invoke
-from tests.test_img2img import _png_header_only, random_image
+from tests.test_img2img import _png_header_only, digit3, random_image  # noqa: F401 (digit3: a fixture)
 
 CPU = ("--device", "cpu", "--quiet", "--json")
 PROMPT = "a cat playing bass"
@@ -215,3 +215,21 @@ def test_families_without_an_inpainting_pipeline_are_refused():
     assert family_for("FluxPipeline").inpaint == "FluxInpaintPipeline"
     assert family_for("StableDiffusion3Pipeline").inpaint == "StableDiffusion3InpaintPipeline"
     assert family_for("StableDiffusionXLInpaintPipeline").name == "sdxl"
+
+
+@pytest.mark.slow
+def test_digits_text_repaints_the_open_half_of_a_3_into_an_8(digit3, tmp_path):
+    """The built-in digits-text model, a real 3 and a mask over its left half: the judge reads 8s, and the kept
+    right half stays close to the 3."""
+    from diffcli.builtin.judge import classify
+
+    init = digit3
+    left = np.zeros((16, 16), dtype=np.uint8)
+    left[:, :8] = 255
+    Image.fromarray(left, "L").save(tmp_path / "left.png")
+    doc = run_ok("inpaint", str(init), str(tmp_path / "left.png"), "a handwritten digit 8", "--preset", "digits-text",
+                 "--strength", "1", "-n", "8", "-o", str(tmp_path / "o"))
+    outs = np.stack([pixels(e["path"]) for e in doc["images"]])
+    assert (classify(outs.astype(np.uint8))[0] == 8).sum() >= 6
+    kept = np.abs(outs[:, :, 8:] - pixels(init)[None, :, 8:]).mean()
+    assert kept < np.abs(outs[:, :, :8] - pixels(init)[None, :, :8]).mean()

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 COMMANDS = (
-    (), ("unconditional",), ("txt2img",), ("img2img",), ("denoise-trace",), ("inspect",), ("replay",), ("presets",),
+    (), ("unconditional",), ("txt2img",), ("img2img",), ("inpaint",), ("denoise-trace",), ("inspect",), ("replay",), ("presets",),
     ("presets", "show"), ("presets", "keys"), ("schedulers",), ("train",), ("gallery",), ("serve",),
 )
 

@@ -43,6 +43,30 @@ def test_train_digits_text_few_steps(tmp_path):
     assert image.shape == (16, 16, 1)
 
 
+def test_train_digits_flow_few_steps(tmp_path):
+    """digits-flow: an SD3-family pipeline without T5 whose training encoding is the pipeline's own."""
+    import torch
+
+    from diffcli.builtin.train_flow import MAX_SEQUENCE_LENGTH, encode
+
+    out = tmp_path / "df"
+    result = run_cli("train", "digits-flow", "-o", str(out), "--steps", "2", "--subset", "64", "--batch-size", "8",
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline" and index["text_encoder_3"] == [None, None]
+    pipe = DiffusionPipeline.from_pretrained(out, text_encoder_3=None, tokenizer_3=None)
+    ids = pipe.tokenizer(["seven"], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         return_tensors="pt").input_ids
+    with torch.no_grad():
+        trained = encode([pipe.text_encoder, pipe.text_encoder_2], ids)
+        theirs = pipe.encode_prompt("seven", None, None, do_classifier_free_guidance=False,
+                                    max_sequence_length=MAX_SEQUENCE_LENGTH)
+    assert torch.equal(trained[0], theirs[0]) and torch.equal(trained[1], theirs[2])
+    image = pipe("seven", num_inference_steps=2, max_sequence_length=MAX_SEQUENCE_LENGTH, output_type="np").images[0]
+    assert image.shape == (16, 16, 1)
+
+
 def test_unknown_target_is_usage_error():
     result = run_cli("train", "faces")
     assert result.returncode == 2 and "unknown training target" in result.stderr

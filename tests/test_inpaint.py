@@ -212,7 +212,7 @@ def test_families_without_an_inpainting_pipeline_are_refused():
         attach_mask(Preset(model="x", init_image="i.png", mask_image="m.png"), facts, [])
     from diffcli.families.registry import family_for
 
-    assert family_for("FluxPipeline").inpaint == "FluxInpaintPipeline"
+    assert family_for("FluxPipeline").inpaint == "FluxInpaintPipeline" and family_for("ChromaPipeline").inpaint is None
     assert family_for("StableDiffusion3Pipeline").inpaint == "StableDiffusion3InpaintPipeline"
     assert family_for("StableDiffusionXLInpaintPipeline").name == "sdxl"
 
@@ -233,3 +233,28 @@ def test_digits_text_repaints_the_open_half_of_a_3_into_an_8(digit3, tmp_path):
     assert (classify(outs.astype(np.uint8))[0] == 8).sum() >= 6
     kept = np.abs(outs[:, :, 8:] - pixels(init)[None, :, 8:]).mean()
     assert kept < np.abs(outs[:, :, :8] - pixels(init)[None, :, :8]).mean()
+
+
+def test_flux_uses_its_inpainting_pipeline_and_sd3_chroma_refuse_in_one_line(tiny_family, tmp_path):
+    """Flux: FluxInpaintPipeline.from_pipe, pixel-equal. The tiny SD3 has 4 latent channels, which diffusers'
+    SD3 inpainting pipeline refuses when called (exit 3, one line); Chroma's is broken in diffusers (exit 2)."""
+    import diffusers
+
+    folder, pipeline = tiny_family("flux"), "FluxInpaintPipeline"
+    init, mask = random_image(tmp_path / "init.png", size=(32, 32)), half_mask(tmp_path / "mask.png", (32, 32))
+    for family, code in (("sd3", 3), ("chroma", 2)):
+        result = invoke("inpaint", str(init), str(mask), "a cat", "--model", str(tiny_family(family)), "--steps", "2",
+                        "--width", "32", "--height", "32", "--device", "cpu", "-o", str(tmp_path / family))
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == code and len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+        assert "internal error" not in lines[0] and not list(tmp_path.glob(f"{family}/*.png"))
+    doc = run_ok("inpaint", str(init), str(mask), "a cat", "--model", str(folder), "--steps", "3", "--width", "32",
+                 "--height", "32", "--strength", "0.8", "--seed", "5", "-n", "2", "-o", str(tmp_path / "o"))
+    plain = diffusers.DiffusionPipeline.from_pretrained(folder)
+    reference = getattr(diffusers, pipeline).from_pipe(plain)
+    reference.set_progress_bar_config(disable=True)
+    for entry in doc["images"]:
+        theirs = reference("a cat", image=Image.open(init), mask_image=Image.open(mask), strength=0.8, width=32,
+                           height=32, num_inference_steps=3,
+                           generator=torch.Generator("cpu").manual_seed(entry["seed"])).images[0]
+        assert np.abs(pixels(entry["path"]) - np.asarray(theirs, dtype=int)).max() <= 2

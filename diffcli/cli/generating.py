@@ -210,7 +210,7 @@ def register(app: typer.Typer) -> None:
         (transparent pixels keep). --strength (default 0.8) is how much of the masked part is
         redrawn; --mask-blur PX softens the mask; --padding-mask-crop PX redraws only the masked
         region plus PX pixels at full size and pastes it back. Inpainting models (9-channel UNets)
-        run as loaded; other SD/SDXL models mask their latents, SD3, Flux and Chroma use diffusers'
+        run as loaded; other SD/SDXL models mask their latents, SD3 and Flux use diffusers'
         inpainting pipelines. Metadata records both files' paths and sha256, so replay works.
 
         Examples:

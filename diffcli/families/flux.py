@@ -24,6 +24,7 @@ FLUX = Packed("flux", ("FluxPipeline",), denoiser="transformer", flow=True, pack
               custom_sigmas=True, cache_hooks="mixin", long_tokenizer="tokenizer_2", sample_size=128)
 CHROMA = Packed("chroma", ("ChromaPipeline",), denoiser="transformer", flow=True, packed=True,
                 text_encoders="T5 (max_sequence_length)", img2img="ChromaImg2ImgPipeline",
-                inpaint="ChromaInpaintPipeline", custom_sigmas=True, cache_hooks="mixin",
+                custom_sigmas=True, cache_hooks="mixin",  # no inpaint: diffusers' ChromaInpaintPipeline reads
+                # transformer.config.guidance_embeds, which Chroma's transformer lacks (diffusers 0.42)
                 long_tokenizer="tokenizer",
                 sample_size=128)

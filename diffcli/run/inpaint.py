@@ -2,12 +2,13 @@
 
 A 9-channel inpainting model (its model_index names an inpainting pipeline) runs as loaded. A plain
 text-to-image model runs its family's inpainting pipeline made with `from_pipe` on the same modules
-(SD/SDXL: latent masking on a 4-channel UNet, as diffusers does for base models; SD3, Flux, Chroma:
-their own inpainting pipelines); families diffusers has none for are refused before loading.
+(SD/SDXL: latent masking on a 4-channel UNet, as diffusers does for base models; SD3, Flux: their own
+inpainting pipelines); families diffusers has none (or no working one) for are refused before loading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import weakref
 from typing import Any
@@ -37,11 +38,11 @@ def attach_mask(preset: Any, facts: ModelFacts, items: list[Item]) -> list[Item]
         raise UsageError("mask_image: needs an init image to repaint", hint="use diffcli inpaint INIT_IMAGE MASK")
     if facts.task != "txt2img":
         raise UsageError(f"inpaint needs a text-to-image model; this is a {facts.class_name}",
-                         hint="use a Stable Diffusion, SDXL, SD3, Flux or Chroma model")
+                         hint="use a Stable Diffusion, SDXL, SD3 or Flux model")
     family = family_named(facts.family)
     if family.name != "other" and family.inpaint is None:
-        raise UsageError(f"inpaint: diffusers has no inpainting pipeline for {facts.class_name}",
-                         hint="use an SD, SDXL, SD3, Flux or Chroma model")
+        raise UsageError(f"inpaint: diffusers has no working inpainting pipeline for {facts.class_name}",
+                         hint="use an SD, SDXL, SD3 or Flux model")
     spec = InpaintSpec(mask_image=preset.mask_image, mask_sha256=check_mask(preset.mask_image),
                        mask_blur=preset.mask_blur, padding_mask_crop=preset.padding_mask_crop,
                        invert_mask=preset.invert_mask)
@@ -90,6 +91,18 @@ def inpaint_pipeline(pipe: Any) -> Any:
         _INPAINT_PIPES[pipe] = made
     made.scheduler = pipe.scheduler
     return made
+
+
+@contextlib.contextmanager
+def model_refusals(pipe: Any) -> Any:
+    """diffusers' inpainting pipelines refuse some models only when called (SD3: 16 or 33 latent channels):
+    exit 3, one line. The inputs were checked before loading, so a ValueError here is about the model."""
+    try:
+        yield
+    except ValueError as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{type(pipe).__name__}: diffusers' inpainting pipeline cannot run this model ({first})",
+                         hint="use an inpainting model or another family") from None
 
 
 def inpaint_kwargs(pipe: Any, batch: list[Item]) -> dict[str, Any]:

@@ -204,10 +204,12 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
     from diffcli.run.img2img import image_pipeline, init_images
 
     if first.inpaint is not None:  # inpaint: the inpainting pipeline on the same modules (or the model's own)
-        from diffcli.run.inpaint import inpaint_kwargs, inpaint_pipeline
+        from diffcli.run.inpaint import inpaint_kwargs, inpaint_pipeline, model_refusals
 
         kwargs.update(inpaint_kwargs(pipe, batch))
-        return _image_pass(inpaint_pipeline(pipe), kwargs, first.steps, first.run_steps, on_step, want_x0, family)
+        with model_refusals(pipe):
+            return _image_pass(inpaint_pipeline(pipe), kwargs, first.steps, first.run_steps, on_step, want_x0,
+                               family)
     if first.strength is not None:  # img2img: diffusers' image-to-image pipeline on the same modules
         kwargs.update(image=init_images(pipe, batch), strength=first.strength)
         return _image_pass(image_pipeline(pipe), kwargs, first.steps, first.run_steps, on_step, want_x0, family)

@@ -208,7 +208,7 @@ def test_families_without_an_inpainting_pipeline_are_refused():
 
     facts = ModelFacts(task="txt2img", class_name="PixArtSigmaPipeline", width=16, height=16, size_multiple=8,
                        fixed_size=False, name="x", family="pixart-sigma")
-    with pytest.raises(UsageError, match="no inpainting pipeline for PixArtSigmaPipeline"):
+    with pytest.raises(UsageError, match="no working inpainting pipeline for PixArtSigmaPipeline"):
         attach_mask(Preset(model="x", init_image="i.png", mask_image="m.png"), facts, [])
     from diffcli.families.registry import family_for
 

@@ -78,8 +78,7 @@ def mask_notes(spec: InpaintSpec, width: int, height: int) -> str | None:
     """A warning for a mask that repaints nothing or everything (not an error: the run goes on)."""
     low, high = coverage(spec, width, height)
     if high == 0:
-        return ("the mask is all black: nothing is repainted (white = repaint; --invert-mask swaps them)"
-                + ("; --padding-mask-crop is ignored" if spec.padding_mask_crop is not None else ""))
+        return "the mask is all black: nothing is repainted (white = repaint; --invert-mask swaps them)"
     if low == 255:
         return "the mask is all white: the whole image is repainted"
     return None

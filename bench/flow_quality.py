@@ -23,6 +23,22 @@ from diffcli.builtin.quality import digits_text_quality  # noqa: E402
 from diffcli.plan.presets import resolve  # noqa: E402
 
 
+class Scoped:
+    """A pipeline whose calls run in diffcli's cache scope (as `sample_txt2img` runs them)."""
+
+    def __init__(self, pipe: object) -> None:
+        self.pipe = pipe
+
+    def __call__(self, *args, **kwargs):
+        from diffcli.run.transformer_cache import cache_scope
+
+        with cache_scope(getattr(self.pipe, "transformer", None)):
+            return self.pipe(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.pipe, name)
+
+
 def cell(name: str, per_digit: int, steps: int, guidance: float | None = None, step_cache: int = 1) -> dict:
     preset = resolve(name, None).preset
     started = time.perf_counter()
@@ -34,7 +50,8 @@ def cell(name: str, per_digit: int, steps: int, guidance: float | None = None, s
         def cached(model, device, scheduler):
             from diffcli.run.pipelines import load_pipeline
 
-            return load_pipeline(preset.replace(device=device, scheduler=scheduler, step_cache=step_cache), None).pipe
+            return Scoped(load_pipeline(preset.replace(device=device, scheduler=scheduler, step_cache=step_cache),
+                                        None).pipe)
 
         quality._pipeline = cached
     try:
@@ -60,16 +77,18 @@ def main() -> None:
     args = parser.parse_args()
     flow_steps = [2, 4, 8] if args.quick else [2, 4, 8, 12, 20]
     ddim_steps = [4, 8] if args.quick else [4, 8, 12, 20, 50]
-    rows = [cell("digits-flow", args.per_digit, n) for n in flow_steps]
-    rows += [cell("digits-text", args.per_digit, n) for n in ddim_steps]
     flow = resolve("digits-flow", None).preset
-    rows.append(cell("digits-flow", args.per_digit, flow.steps, guidance=1.0))
-    rows += [cell("digits-flow", args.per_digit, flow.steps, step_cache=n) for n in (2, 3)]
-    print(f"{'model':<12} {'steps':>5} {'guid':>5} {'cache':>5} {'mean acc':>9} {'min acc':>8} {'conf+corr':>9} {'s':>7}")
-    for row in rows:
+    plan = [("digits-flow", n, None, 1) for n in flow_steps] + [("digits-text", n, None, 1) for n in ddim_steps]
+    plan += [("digits-flow", flow.steps, 1.0, 1)] + [("digits-flow", flow.steps, None, n) for n in (1, 2, 3)]
+    print(f"{'model':<12} {'steps':>5} {'guid':>5} {'cache':>5} {'mean acc':>9} {'min acc':>8} {'conf+corr':>9} {'s':>7}",
+          flush=True)
+    rows = []
+    for name, steps, guidance, step_cache in plan:  # printed as each finishes
+        row = cell(name, args.per_digit, steps, guidance, step_cache)
+        rows.append(row)
         print(f"{row['model']:<12} {row['steps']:>5} {row['guidance']:>5g} {row['step_cache']:>5} "
               f"{row['mean_accuracy']:>9.3f} {row['min_accuracy']:>8.3f} {row['confident_correct']:>9.3f} "
-              f"{row['seconds']:>7.2f}")
+              f"{row['seconds']:>7.2f}", flush=True)
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -97,23 +97,34 @@ def own_running_threads() -> int:
     return max(count, 1)
 
 
-def others_now() -> int:
-    """Runnable tasks of other processes right now: one /proc/stat sample minus this process's own threads."""
+def _procs_running() -> int:
     try:
         with open("/proc/stat", "rb") as handle:
             for line in handle:
                 if line.startswith(b"procs_running "):
-                    return max(0, int(line.split()[1]) - own_running_threads())
+                    return int(line.split()[1])
     except (OSError, ValueError):
         pass
     return 0
+
+
+def others_now() -> int:
+    """Runnable tasks of other processes: /proc/stat's count minus this process's own running threads, the
+    fewer of two paired samples (an OpenMP worker that stops spinning between the two reads is not another task)."""
+    counts = []
+    for _ in range(2):
+        before = own_running_threads()
+        running = _procs_running()
+        counts.append(running - max(before, own_running_threads()))
+    return max(0, min(counts))
 
 
 class ThreadGovernor:
     """The default thread count, re-checked between steps so a neighbour that starts mid-run gets its cores.
 
     Only the default adapts (not `--threads` or OMP_NUM_THREADS). Others running: the cores they leave
-    free (at least 1); quiet for `quiet_checks` checks in a row: back to the starting count.
+    free (at least 1) once seen on two checks in a row; quiet for `quiet_checks` checks in a row: back to the
+    starting count.
     """
 
     def __init__(self, threads: int, adaptive: bool, every_s: float = 0.25, quiet_checks: int = 4) -> None:
@@ -123,6 +134,7 @@ class ThreadGovernor:
         self.every_s = every_s
         self.quiet_checks = quiet_checks
         self._quiet = 0
+        self._busy = 0
         self._last = time.monotonic()
         self.lowest = threads
 
@@ -138,13 +150,16 @@ class ThreadGovernor:
         wanted = max(1, min(self.full, available_cpus() - others)) if others else self.full
         if wanted < self.current:
             self._quiet = 0
-            self._set(wanted)
+            self._busy += 1
+            if self._busy >= 2:  # seen on two checks in a row: a neighbour, not a passing task
+                self._set(wanted)
         elif wanted > self.current:
+            self._busy = 0
             self._quiet += 1
             if self._quiet >= self.quiet_checks:
                 self._set(wanted)
         else:
-            self._quiet = 0
+            self._quiet = self._busy = 0
 
     def _set(self, count: int) -> None:
         import torch

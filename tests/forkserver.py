@@ -30,8 +30,9 @@ PRELOAD_NAMES = ("DiffusionPipeline", "StableDiffusionPipeline", "DDPMPipeline",
 
 
 def needs_fresh_interpreter(env: dict[str, str]) -> bool:
-    """A case whose environment differs from the server's in ways only a new interpreter reads."""
-    return bool(env)
+    """A case whose environment differs from the server's in ways only a new interpreter reads: anything but
+    diffcli's own variables, which diffcli reads when it runs (DIFFCLI_OMP_DEFAULTS is read before torch loads)."""
+    return any(not key.startswith("DIFFCLI_") or key == "DIFFCLI_OMP_DEFAULTS" for key in env)
 
 
 def _serve(path: str) -> None:

@@ -88,7 +88,7 @@ def run(args: list[str], cwd: Path, timeout: float = 120.0, **popen: Any) -> sub
     extra_env = popen.get("env") or {}
     server = None if set(popen) - {"env"} or needs_fresh_interpreter(extra_env) else _fork_server()
     if server is not None:
-        return server.run(list(args), cwd, child_env(), timeout)
+        return server.run(list(args), cwd, child_env(**extra_env), timeout)
     proc = start(args, cwd, **popen)
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.hostile_runner import run  # a real process, forked from a pre-imported server
 from tests.test_cli import invoke
 
 # family → (pipeline class, size the test asks for, None: the family's default size)
@@ -182,7 +182,7 @@ def test_refusals_are_one_line_before_loading(tiny_family, tmp_path):
     ]
     Image.new("RGB", (32, 32)).save(tmp_path / "init.png")
     for args, code, text in cases:
-        result = run_cli(*args, "-o", str(tmp_path / "out"), cwd=tmp_path)
+        result = run([*args, "-o", str(tmp_path / "out")], tmp_path)  # a real process (forked: no re-imports)
         assert result.returncode == code, result.stderr
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ") and text in result.stderr
         assert "Traceback" not in result.stderr
@@ -197,7 +197,7 @@ def test_missing_text_encoder_is_a_model_error(tiny_family, tmp_path):
     index = json.loads((broken / "model_index.json").read_text())
     index["text_encoder_2"] = [None, None]
     (broken / "model_index.json").write_text(json.dumps(index))
-    result = run_cli("txt2img", "a cat", "--model", str(broken), "--json", cwd=tmp_path)
+    result = run(["txt2img", "a cat", "--model", str(broken), "--json"], tmp_path)
     assert result.returncode == 3
     assert "has no text_encoder_2" in result.stderr and json.loads(result.stdout)["status"] == "error"
 
@@ -268,7 +268,7 @@ def test_transformer_lora_equals_load_lora_weights(family, tiny_family, tmp_path
     assert np.abs(ours - theirs).max() <= 2 and np.abs(ours - plain).max() > 2
     assert "Lora hashes: " in Image.open(doc["images"][0]["path"]).text["parameters"]
     other = "sd3" if family == "flux" else "flux"
-    wrong = run_cli("txt2img", "a cat", "--model", str(tiny_family(other)), "--lora", str(lora), "--steps", "1",
-                    "--width", "32", "--height", "32", "-o", str(tmp_path / "wrong"), cwd=tmp_path)
+    wrong = run(["txt2img", "a cat", "--model", str(tiny_family(other)), "--lora", str(lora), "--steps", "1",
+                 "--width", "32", "--height", "32", "-o", str(tmp_path / "wrong")], tmp_path)
     assert wrong.returncode == 3, wrong.stderr
     assert wrong.stderr.count("\n") == 1 and wrong.stderr.startswith("Error: LoRA ")

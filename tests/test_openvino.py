@@ -24,7 +24,7 @@ from tests.conftest import require_dev_extra  # noqa: E402
 ov = require_dev_extra("openvino")
 
 from diffcli.backends.openvino import backend as openvino_backend, convert as ov_convert  # noqa: E402 - openvino's adapter only where openvino is present
-from diffcli.run.caches import OPENVINO, cache_folder  # noqa: E402
+from diffcli.plan.resources import OPENVINO, cache_folder  # noqa: E402
 from diffcli.backends.openvino.cache import compile_cached, load_or_convert, weights_fingerprint  # noqa: E402
 
 DIGITS_TEXT = REPO / "models" / "digits-text"

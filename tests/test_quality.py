@@ -71,9 +71,10 @@ def test_digits_text_follows_prompts_and_guidance_matters():
 
     preset = resolve("digits-text", None).preset
     model = Path(preset.model)
-    guided = digits_text_quality(model, preset.guidance_scale, PER_DIGIT, steps=preset.steps, scheduler=preset.scheduler)
+    # 20 DDIM steps, not the preset's 50, to keep the suite fast: bench/flow_quality.py measured 100% at both
+    guided = digits_text_quality(model, preset.guidance_scale, PER_DIGIT, steps=20, scheduler=preset.scheduler)
     assert guided["min_accuracy"] >= 0.90, guided["accuracy"]
-    unguided = digits_text_quality(model, 1.0, PER_DIGIT, steps=preset.steps, scheduler=preset.scheduler)
+    unguided = digits_text_quality(model, 1.0, PER_DIGIT, steps=20, scheduler=preset.scheduler)
     assert unguided["mean_accuracy"] < guided["mean_accuracy"], (unguided["accuracy"], guided["accuracy"])
     assert unguided["mean_confident_correct"] < guided["mean_confident_correct"]
     for result in (guided, unguided):

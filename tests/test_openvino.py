@@ -153,7 +153,14 @@ def test_weights_fingerprint_changes_with_the_weights(tiny_sd):
     assert weights_fingerprint(unet) == first
     with torch.no_grad():
         unet.conv_out.bias += 0.01
-    assert weights_fingerprint(unet) != first
+    second = weights_fingerprint(unet)
+    assert second != first
+    # one value in the middle of the largest tensor, between any evenly strided samples, changes the key too
+    largest = max(unet.parameters(), key=lambda p: p.numel())
+    assert largest.numel() > 10_000
+    with torch.no_grad():
+        largest.view(-1)[largest.numel() // 2 + 1] += 1e-3
+    assert weights_fingerprint(unet) != second
 
 
 def test_refusals(tiny_sd, monkeypatch):

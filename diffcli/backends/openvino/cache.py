@@ -25,17 +25,17 @@ from diffcli.plan.resources import OPENVINO, cache_folder
 STALE_TEMP_S = 24 * 3600  # temporary folders older than this were left by a killed process
 
 
-def weights_fingerprint(module: Any, samples: int = 64) -> str:
-    """sha256 over every tensor's name, shape, dtype and `samples` evenly strided values (fast on 1 GB)."""
+def weights_fingerprint(module: Any) -> str:
+    """blake2b over every tensor's name, shape, dtype and every byte of its values: an edit anywhere in a local
+    model's weights gives a new key (sampling a few values per tensor missed edits between the samples)."""
     import torch
 
-    digest = hashlib.sha256()
+    digest = hashlib.blake2b(digest_size=32)
     with torch.no_grad():
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            flat = tensor.detach().reshape(-1)
-            picked = flat[:: max(1, flat.numel() // samples)][:samples].to("cpu", torch.float32).contiguous()
             digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-            digest.update(picked.numpy().tobytes())
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(memoryview(flat.view(torch.uint8).numpy()))
     return digest.hexdigest()
 
 
@@ -48,7 +48,7 @@ def cache_key(module: Any, source: dict[str, Any], part: str, shapes: tuple[tupl
     from diffcli import __version__
 
     config = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
-    return {"format": 2, "model": source.get("model"), "revision": source.get("revision"),
+    return {"format": 3, "model": source.get("model"), "revision": source.get("revision"),
             "variant": source.get("variant"), "part": part, "class": type(module).__name__, "config": config,
             "weights": weights_fingerprint(module), "shapes": [list(s) for s in shapes],
             "openvino": openvino_version, "torch": torch.__version__, "diffusers": diffusers.__version__,

@@ -95,6 +95,9 @@ def _causes(err: BaseException) -> list[BaseException]:
     return chain
 
 
+BUILTINS = "the built-in models work offline: --preset digits-text, digits-flow or digits"
+
+
 def hub_error(model: str, err: BaseException, offline: bool, filename: str = "model_index.json") -> ModelError:
     """One-line ModelError for a huggingface_hub failure, chosen by exception type (and HTTP status)."""
     from huggingface_hub import errors as hub
@@ -118,10 +121,10 @@ def hub_error(model: str, err: BaseException, offline: bool, filename: str = "mo
     if offline or caused_by(hub.OfflineModeIsEnabled):
         return ModelError(f"'{shown}' is not in the local cache and diffcli is offline",
                           hint="run once online (without --offline / HF_HUB_OFFLINE) to download it, "
-                               "or give a local folder")
+                               f"or give a local folder; {BUILTINS}")
     if caused_by(*network_errors()):
         return ModelError(f"cannot reach the Hugging Face Hub for '{shown}', and it is not in the local cache",
-                          hint="check the network, or use a local folder / a cached model with --offline")
+                          hint=f"check the network, or use a local folder / a cached model with --offline; {BUILTINS}")
     remote_missing = getattr(hub, "RemoteEntryNotFoundError", hub.EntryNotFoundError)
     if any(isinstance(e, remote_missing) and not isinstance(e, hub.LocalEntryNotFoundError) for e in chain):
         # a 404 for the file: the repo exists but lacks it

@@ -9,14 +9,12 @@ first timestep with `scheduler.add_noise` (SDEdit).
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from typing import Any
 
-from diffcli.errors import ModelError, UsageError
+from diffcli.errors import UsageError
 from diffcli.plan.init_image import check_init_image, load_init_image
 from diffcli.plan.items import Item, ModelFacts
 
-_IMAGE_PIPES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 def attach_init_image(preset: Any, facts: ModelFacts, items: list[Item]) -> list[Item]:
@@ -56,24 +54,9 @@ def init_images(pipe: Any, batch: list[Item]) -> list[Any]:
 
 def image_pipeline(pipe: Any) -> Any:
     """The image-to-image pipeline sharing `pipe`'s modules; its scheduler follows `pipe`'s current one."""
-    made = _IMAGE_PIPES.get(pipe)
-    if made is None:
-        import diffusers
-        from diffusers import AutoPipelineForImage2Image
+    from diffcli.run.siblings import sibling_pipeline
 
-        from diffcli.families.registry import family_for
-
-        sibling = family_for(type(pipe).__name__).img2img
-        try:
-            made = (getattr(diffusers, sibling) if sibling else AutoPipelineForImage2Image).from_pipe(pipe)
-        except ValueError as err:  # diffusers' "no image-to-image pipeline for X"
-            raise ModelError(f"{type(pipe).__name__} has no image-to-image pipeline in diffusers "
-                             f"({str(err).splitlines()[0][:120]})") from None
-        if hasattr(made, "set_progress_bar_config"):
-            made.set_progress_bar_config(disable=True)
-        _IMAGE_PIPES[pipe] = made
-    made.scheduler = pipe.scheduler
-    return made
+    return sibling_pipeline(pipe, "img2img")
 
 
 def pixel_init(pipe: Any, batch: list[Item]) -> Any:

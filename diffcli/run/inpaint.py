@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import weakref
 from typing import Any
 
 from diffcli.errors import ModelError, UsageError
 from diffcli.plan.items import Item, ModelFacts
 from diffcli.plan.mask import InpaintSpec, check_mask, load_mask, mask_notes
 
-_INPAINT_PIPES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 def is_inpainting_model(class_name: str) -> bool:
@@ -73,24 +71,9 @@ def inpaint_pipeline(pipe: Any) -> Any:
     """The inpainting pipeline sharing `pipe`'s modules (`pipe` itself for an inpainting model)."""
     if is_inpainting_model(type(pipe).__name__):
         return pipe
-    made = _INPAINT_PIPES.get(pipe)
-    if made is None:
-        import diffusers
-        from diffusers import AutoPipelineForInpainting
+    from diffcli.run.siblings import sibling_pipeline
 
-        from diffcli.families.registry import family_for
-
-        sibling = family_for(type(pipe).__name__).inpaint
-        try:
-            made = (getattr(diffusers, sibling) if sibling else AutoPipelineForInpainting).from_pipe(pipe)
-        except ValueError as err:  # diffusers' "no inpainting pipeline for X"
-            raise ModelError(f"{type(pipe).__name__} has no inpainting pipeline in diffusers "
-                             f"({str(err).splitlines()[0][:120]})") from None
-        if hasattr(made, "set_progress_bar_config"):
-            made.set_progress_bar_config(disable=True)
-        _INPAINT_PIPES[pipe] = made
-    made.scheduler = pipe.scheduler
-    return made
+    return sibling_pipeline(pipe, "inpaint")
 
 
 @contextlib.contextmanager

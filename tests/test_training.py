@@ -90,7 +90,7 @@ def test_split_is_fixed_stratified_and_disjoint():
 
 
 def test_training_data_is_the_train_split_unless_asked():
-    from diffcli.builtin.training import TrainConfig, _data
+    from diffcli.builtin.train_loop import TrainConfig, training_data as _data
 
     assert len(_data(TrainConfig(target="digits", output=Path("x"), steps=1))[0]) == 1438
     assert len(_data(TrainConfig(target="digits", output=Path("x"), steps=1, split="all"))[0]) == 1797

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffcli.builtin.train_loop import TrainConfig
+
 MAX_SEQUENCE_LENGTH = 16
 
 
-def train_digits_flow(config: Any) -> dict[str, Any]:
+def train_digits_flow(config: TrainConfig) -> dict[str, Any]:
     """Train the transformer and text encoders; save a StableDiffusion3Pipeline folder."""
     import torch
     import torch.nn.functional as F
@@ -25,11 +27,11 @@ def train_digits_flow(config: Any) -> dict[str, Any]:
 
     from diffcli.builtin.digits import TEMPLATES, VOCAB_WORDS, prompt_for
     from diffcli.builtin.tokenizer import tokenizer_and_text_config
-    from diffcli.builtin.training import EMA, _data, _loop, _save
+    from diffcli.builtin.train_loop import EMA, save_pipeline, train_loop, training_data
     from diffcli.plan.resources import builtin_models_dir
 
     torch.manual_seed(config.seed)
-    images, labels = _data(config)
+    images, labels = training_data(config)
     vae = AutoencoderKL.from_pretrained(builtin_models_dir() / "digits-text" / "vae").to(config.device).eval()
     vae.register_to_config(shift_factor=0.0)  # SD3 decodes latents / scaling + shift
     with torch.no_grad():
@@ -62,14 +64,14 @@ def train_digits_flow(config: Any) -> dict[str, Any]:
         return F.mse_loss(prediction, noise - x0)
 
     modules = {"transformer": transformer, "text_encoder": encoders[0], "text_encoder_2": encoders[1]}
-    seconds = _loop(config, "digits-flow", modules, emas, config.steps, loss_fn)
+    seconds = train_loop(config, "digits-flow", modules, emas, config.steps, loss_fn)
     pipe = StableDiffusion3Pipeline(
         transformer=emas["transformer"].model.to("cpu").float(), scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
         vae=vae.to("cpu").float(), text_encoder=emas["text_encoder"].model.to("cpu").float(), tokenizer=tokenizer,
         text_encoder_2=emas["text_encoder_2"].model.to("cpu").float(), tokenizer_2=tokenizer, text_encoder_3=None,
         tokenizer_3=None,
     )
-    _save(pipe, config)
+    save_pipeline(pipe, config)
     return {"target": "digits-flow", "steps": config.steps, "seconds": round(seconds, 1),
             "parameters": sum(p.numel() for m in modules.values() for p in m.parameters())}
 

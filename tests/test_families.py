@@ -233,20 +233,14 @@ def test_step_cache_on_flux_uses_diffusers_hooks(tiny_family, tmp_path):
 
 
 def make_transformer_lora(folder, family, out, seed):
-    """A peft LoRA (rank 4) on the family's transformer attention, saved with the pipeline's save_lora_weights."""
+    """A random LoRA on the family's transformer (`add_random_lora`), saved with the pipeline's save_lora_weights."""
     import diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+
+    from tests.test_lora import add_random_lora
 
     pipe_cls = getattr(diffusers, FAMILIES[family][0])
-    transformer = plain_pipeline(folder).transformer
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in transformer.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    pipe_cls.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    layers = add_random_lora(plain_pipeline(folder).transformer, seed)
+    pipe_cls.save_lora_weights(out, transformer_lora_layers=layers)
     return out / "pytorch_lora_weights.safetensors"
 
 

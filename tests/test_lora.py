@@ -14,20 +14,27 @@ from tests.test_cli import invoke
 STEPS = "3"
 
 
-def make_lora(unet, folder: Path, seed: int) -> Path:
-    """A LoRA for `unet` (peft, rank 4) with random lora_B weights, so it changes the output."""
+def add_random_lora(model, seed: int) -> dict:
+    """A peft LoRA (rank 4) on `model`'s attention with random lora_B weights, so it changes the output; its
+    state dict, ready for a pipeline's `save_lora_weights`."""
     import torch
-    from diffusers import StableDiffusionPipeline
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, param in unet.named_parameters():
+        for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet))
+    return get_peft_model_state_dict(model)
+
+
+def make_lora(unet, folder: Path, seed: int) -> Path:
+    """A LoRA for `unet` (`add_random_lora`), saved as diffusers saves SD LoRAs."""
+    from diffusers import StableDiffusionPipeline
+
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=add_random_lora(unet, seed))
     return folder / "pytorch_lora_weights.safetensors"
 
 

@@ -186,13 +186,16 @@ def replay_layers(record: ReplayRecord, user_sets: dict[str, Any], user_flags: d
     return merged
 
 
-def settings_differ(item: Any, image: Path) -> str | None:
-    """What an existing image's own metadata says differently from `item`: None when it is that item, or
-    when it carries no readable diffcli metadata (then nothing can be checked: `has_record` tells)."""
+def existing_record(image: Path) -> ReplayRecord | None:
+    """An existing image's replay record, or None when it carries no readable diffcli metadata."""
     try:
-        record = read_record(Path(image))
+        return read_record(Path(image))
     except UsageError:
         return None
+
+
+def settings_differ(item: Any, record: ReplayRecord) -> str | None:
+    """What an existing image's record says differently from `item` (None when it is that item)."""
     values = record.values
     wanted = {"seed": item.seed, "steps": item.steps, "width": item.width, "height": item.height}
     if item.task == "txt2img":
@@ -210,12 +213,3 @@ def settings_differ(item: Any, image: Path) -> str | None:
     if item.cell and record.cell and record.cell != item.cell:
         return "is another --vary cell"
     return None
-
-
-def has_record(image: Path) -> bool:
-    """True when an image carries a readable diffcli replay record."""
-    try:
-        read_record(Path(image))
-    except UsageError:
-        return False
-    return True

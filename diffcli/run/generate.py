@@ -66,14 +66,15 @@ def split_done(items: list[Item], folder: OutputFolder, report: Report) -> list[
 
 
 def check_existing(item: Item, path: Any) -> bool:
-    """A kept image must be the item: exit 4 when its own metadata (read bounded, as replay reads it) says
+    """A kept image must be the item: exit 4 when its own metadata (read once, bounded, as replay reads it) says
     other settings; False when it carries no diffcli metadata to check."""
-    from diffcli.plan.replay import has_record, settings_differ
+    from diffcli.plan.replay import existing_record, settings_differ
 
-    differ = settings_differ(item, path)
+    record = existing_record(path)
+    differ = settings_differ(item, record) if record is not None else None
     if differ:
         raise OutputError(f"{path} exists but {differ}", hint="use --overwrite to replace it, or another --output")
-    return has_record(path)
+    return record is not None
 
 
 def execute(command: str, task: str, preset: Any, items: list[Item], folder: OutputFolder, sinks: list[Any],

@@ -6,7 +6,6 @@ need the model — task mismatch, sizes, step counts the scheduler can make — 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +87,19 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
         channels = decoder.get("block_out_channels") or decoder.get("encoder_block_out_channels") or [0]
         factor = 2 ** (len(channels) - 1) if isinstance(channels, list) and 0 < len(channels) <= 8 else 8
     factor = family.vae_factor or factor
-    side = family.default_side(pipeline_cls, denoiser, factor) if task == "txt2img" else _int(denoiser, "sample_size", 64) * factor
+    if task == "txt2img":
+        side = family.default_side(pipeline_cls, denoiser, factor)
+    else:
+        side = _int(denoiser, "sample_size", 64) * factor
     if not 1 <= side <= MAX_SIDE:
         raise ModelError(f"'{preset.model}': {denoiser_name} config asks for {side}-pixel images, "
                          f"more than diffcli allows ({MAX_SIDE})")
     scheduler = _config(root, "scheduler", "scheduler_config.json", preset, offline)
     defaults = {}
     if task == "txt2img":
-        sibling = family.inpaint if preset.mask_image else family.img2img  # its own pipeline's defaults
+        sibling = family.inpaint if preset.mask_image else family.img2img
         image_cls = getattr(diffusers, sibling, None) if preset.init_image and sibling else None
-        call = family.call_defaults(image_cls or pipeline_cls)  # img2img: its own pipeline's defaults
+        call = family.call_defaults(image_cls or pipeline_cls)  # img2img and inpaint: their own pipeline's
         defaults = {ours: call[theirs] for ours, theirs in (("steps", "num_inference_steps"),
                                                             ("guidance_scale", "guidance_scale")) if theirs in call}
         if "max_sequence_length" in call:

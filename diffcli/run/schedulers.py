@@ -17,9 +17,14 @@ def compatible_for(current: Any, family: Any = None) -> list[str]:
     names = compatible_names(current)
     if family is None:
         return names
-    needed = set(family.timestep_kwargs(2, dict(current.config)))
-    return [name for name in names
-            if needed <= set(inspect.signature(getattr(diffusers, SCHEDULERS[name].class_name).set_timesteps).parameters)]
+    needed = family.timestep_kwargs(2, dict(current.config))
+    return [name for name in names if not refused_kwargs(getattr(diffusers, SCHEDULERS[name].class_name), needed)]
+
+
+def refused_kwargs(scheduler: Any, kwargs: dict[str, Any]) -> list[str]:
+    """The `set_timesteps` keyword arguments a scheduler (class or instance) does not take."""
+    accepted = set(inspect.signature(scheduler.set_timesteps).parameters)
+    return [name for name in kwargs if name not in accepted]
 
 
 def build_scheduler(name: str | None, current: Any, options: dict[str, Any], family: Any = None) -> Any:
@@ -120,8 +125,7 @@ def check_schedule(config: dict[str, Any], name: str | None, options: dict[str, 
 
 def _check_timestep_kwargs(scheduler: Any, extra: dict[str, Any], family: Any) -> None:
     """The pipeline passes `sigmas`/`mu` to set_timesteps: a scheduler that takes neither cannot run in it."""
-    accepted = set(inspect.signature(scheduler.set_timesteps).parameters)
-    refused = [name for name in extra if name not in accepted]
+    refused = refused_kwargs(scheduler, extra)
     if refused:
         pipelines = "/".join(family.pipelines) if family is not None else "this pipeline"
         raise PresetError(f"scheduler: {type(scheduler).__name__} cannot take the {' and '.join(refused)} that "

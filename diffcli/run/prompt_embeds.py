@@ -128,14 +128,7 @@ MAX_WARNINGS = 3
 def _long_encoder_warnings(preset: Any, facts: Any, subfolder: str, texts: list[str]) -> list[str]:
     """T5 reads max_sequence_length tokens (the preset's, else the pipeline's): say how many a prompt loses."""
     limit = preset.max_sequence_length or facts.defaults.get("max_sequence_length")
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tokenizer = _tokenizer(preset, subfolder)
-    except Exception:  # noqa: BLE001 - a warning only: the load reports real problems
-        tokenizer = None
+    tokenizer = _quiet_tokenizer(preset, subfolder)
     if tokenizer is None or not isinstance(limit, int):
         return []
     messages = []
@@ -147,6 +140,18 @@ def _long_encoder_warnings(preset: Any, facts: Any, subfolder: str, texts: list[
                             "(--max-sequence-length raises it where the model allows)")
     return messages[:MAX_WARNINGS] + ([f"and {len(messages) - MAX_WARNINGS} more prompts are cut"]
                                       if len(messages) > MAX_WARNINGS else [])
+
+
+def _quiet_tokenizer(preset: Any, subfolder: str) -> Any:
+    """`_tokenizer`, or None when it cannot be read (these are warnings only: the load reports real problems)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _tokenizer(preset, subfolder)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _tokenizer(preset: Any, subfolder: str = "tokenizer") -> Any:
@@ -207,14 +212,7 @@ def prompt_warnings(preset: Any, items: list[Any], facts: Any = None) -> list[st
     if any(has_weights(text) for text in texts):
         messages.append("the prompt has A1111 weights such as (word:1.2), which plain syntax passes on as text; "
                         "use --prompt-syntax weighted to apply them")
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tokenizer = _tokenizer(preset)
-    except Exception:  # noqa: BLE001 - a warning only: the load reports real problems
-        tokenizer = None
+    tokenizer = _quiet_tokenizer(preset, "tokenizer")
     if tokenizer is None:
         return messages
     cut = [(text, dropped) for text in texts if (dropped := dropped_words(tokenizer, text))]

@@ -73,3 +73,48 @@ def build_tiny_sd(folder: Path, seed: int = 0, xl: bool = False, inpaint: bool =
                                          tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
     pipe.save_pretrained(folder)
     return folder
+
+
+def build_tiny_upscaler(folder: Path, scale: int = 4, seed: int = 0) -> Path:
+    """A tiny StableDiffusionUpscalePipeline (`scale` 4: pixels condition a 7-channel UNet, VAE factor 4) or
+    StableDiffusionLatentUpscalePipeline (`scale` 2: a K-UNet on the source's latents, VAE factor 2), shaped as
+    diffusers' own fast tests build them; the VAE's sample_size is small, so `enable_tiling` tiles outputs above
+    32 (x4) or 16 (x2) pixels a side."""
+    import torch
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler,
+                           StableDiffusionLatentUpscalePipeline, StableDiffusionUpscalePipeline, UNet2DConditionModel)
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer, text_config = tokenizer_and_text_config(TINY_WORDS, hidden_size=16, heads=2)
+    text_encoder = CLIPTextModel(text_config)
+    if scale == 4:
+        unet = UNet2DConditionModel(
+            sample_size=16, in_channels=7, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+            norm_num_groups=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16, attention_head_dim=4,
+            use_linear_projection=True, only_cross_attention=(True, False), num_class_embeds=100)
+        vae = AutoencoderKL(block_out_channels=(8, 8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                            norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333, sample_size=32)
+        betas = dict(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
+        pipe = StableDiffusionUpscalePipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, max_noise_level=350,
+            low_res_scheduler=DDPMScheduler(**betas),
+            scheduler=DDIMScheduler(prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False,
+                                    steps_offset=1, **betas))
+    else:  # the K-UNet needs 32+ channels per block and four levels; time_cond = 128 noise-level + pooled text
+        unet = UNet2DConditionModel(
+            act_fn="gelu", attention_head_dim=8, norm_num_groups=None, block_out_channels=(32, 32, 64, 64),
+            time_cond_proj_dim=128 + 16, conv_in_kernel=1, conv_out_kernel=1, cross_attention_dim=16,
+            down_block_types=("KDownBlock2D",) + ("KCrossAttnDownBlock2D",) * 3, in_channels=8, layers_per_block=1,
+            mid_block_type=None, only_cross_attention=False, out_channels=5, resnet_time_scale_shift="scale_shift",
+            time_embedding_type="fourier", timestep_post_act="gelu",
+            up_block_types=("KCrossAttnUpBlock2D",) * 3 + ("KUpBlock2D",))
+        vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                            norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16)
+        pipe = StableDiffusionLatentUpscalePipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                                    scheduler=EulerDiscreteScheduler(prediction_type="sample"))
+    pipe.save_pretrained(folder)
+    return folder

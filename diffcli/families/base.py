@@ -1,18 +1,14 @@
 """What diffcli needs to know about a pipeline family, in one place per family.
 
-A `Family` answers, from the configs alone (no weights): the default size and the size multiple, the
-pipeline's own call defaults (read from its `__call__` signature, never copied), how it sets its
-timesteps; and, on the loaded pipeline: how to unpack its latents and estimate x0 for frames, and which
+A `Family` answers, from the configs alone (no weights): the default size and the size multiple, how it sets
+its timesteps; and, on the loaded pipeline: how to unpack its latents and estimate x0 for frames, and which
 image-to-image and inpainting pipelines `from_pipe` builds on the same modules. The loop, sinks and plan stay generic.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
-
-CALL_DEFAULTS = ("num_inference_steps", "guidance_scale", "max_sequence_length", "height", "width")
 
 
 @dataclass(frozen=True)
@@ -50,21 +46,10 @@ class Family:
 
         return math.lcm(8, factor * self.patch(denoiser_config))
 
-    def call_defaults(self, pipeline_cls: type) -> dict[str, Any]:
-        """The pipeline's own defaults for steps, guidance, max_sequence_length and size (its signature)."""
-        parameters = inspect.signature(pipeline_cls.__call__).parameters
-        found = {}
-        for name in CALL_DEFAULTS:
-            default = parameters[name].default if name in parameters else inspect.Parameter.empty
-            if default is not inspect.Parameter.empty and default is not None:
-                found[name] = default
-        return found
-
-    def default_side(self, pipeline_cls: type, denoiser_config: dict[str, Any], factor: int) -> int:
-        """The pipeline's default image side: its signature's, else sample_size x the VAE factor."""
-        defaults = self.call_defaults(pipeline_cls)
-        if isinstance(defaults.get("height"), int):
-            return defaults["height"]
+    def default_side(self, call_defaults: dict[str, Any], denoiser_config: dict[str, Any], factor: int) -> int:
+        """The pipeline's default image side: its `__call__`'s height, else sample_size x the VAE factor."""
+        if isinstance(call_defaults.get("height"), int):
+            return call_defaults["height"]
         size = self.sample_size or denoiser_config.get("sample_size", 64)
         size = size[0] if isinstance(size, (list, tuple)) and size else size
         size = size if isinstance(size, int) and not isinstance(size, bool) else 64

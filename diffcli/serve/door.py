@@ -74,9 +74,9 @@ class Door:
             preset = self.preset.replace(**changes)
             items = build_items(preset, self.facts, [PromptLine(prompt=wanted.prompt)])
             if path is not None:
-                from diffcli.run.img2img import attach_init_image
+                from diffcli.plan.attach import attach_init_image, read_inputs
 
-                items = attach_init_image(preset, self.facts, items)
+                items = attach_init_image(preset, self.facts, read_inputs(preset), items)
             self._check_schedule(items[0])
         except UsageError as err:
             if path is not None:

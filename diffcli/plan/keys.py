@@ -13,6 +13,7 @@ from typing import Any
 
 SEED_MAX = 2**63 - 1
 MAX_SIDE = 4096  # pixels per side; larger requests are refused before anything is allocated
+TILE_ABOVE = 1024  # upscale: pixels per output side above which the VAE decodes in tiles (vae_tiling: null)
 TASKS = ("unconditional", "txt2img")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICE_PATTERN = re.compile(r"(auto|cpu|mps|cuda(:[0-9]{1,2})?)", re.ASCII)
@@ -120,6 +121,11 @@ KEY_TABLE: tuple[Key, ...] = (
        nullable=True, low=1, high=10000, flag="--hires-steps"),
     _k("hires_upscaler", str, "lanczos", "Hires fix: upscale the image (lanczos) or the latents (latent: bilinear, "
        "UNet models).", choices=("lanczos", "latent"), flag="--hires-upscaler"),
+    _k("upscale_image", str, None, "upscale: the image to upscale (PNG, JPEG, WebP, BMP; read like init_image but "
+       "never resized: its sides times the model's scale are the output's).", nullable=True),
+    _k("noise_level", int, None, "upscale, x4 upscaler: noise added to the image before upscaling, up to the "
+       "model's max_noise_level (350): more noise, more invented detail (default: the pipeline's own, 20).",
+       nullable=True, low=0, high=1000, flag="--noise-level"),
     _k("seed", int, 0, "Seed of image 0; image i uses seed + i.", low=0, high=SEED_MAX, flag="--seed"),
     _k("num_images", int, 1, "Images to make (per prompt).", low=1, high=100000, flag="--num-images", short="-n"),
     _k("batch_size", int, 1, "Images per forward pass.", low=1, high=1024, flag="--batch-size", short="-b"),
@@ -151,7 +157,8 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("attention_backend", str, None, "diffusers attention backend (transformer pipelines).", nullable=True),
     _k("cpu_offload", str, "none", "Offload to CPU between uses (needs an accelerator).",
        choices=("none", "model", "sequential")),
-    _k("vae_tiling", bool, False, "Decode with a tiled VAE (less memory)."),
+    _k("vae_tiling", bool, None, f"Decode with a tiled VAE (less memory; default: off, except `upscale`, which tiles "
+       f"outputs above {TILE_ABOVE} pixels a side).", nullable=True, flag="--vae-tiling"),
     _k("vae_slicing", bool, False, "Decode one image at a time (less memory)."),
     _k("step_cache", int, 1, "Step caching: the expensive part of the denoiser runs on 1 of every N calls (1: off). "
        "UNets: DeepCache (the deep blocks' features are reused); Flux/Chroma transformers: diffusers' TaylorSeer "

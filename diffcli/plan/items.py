@@ -19,6 +19,7 @@ from diffcli.plan.naming import cell_stem, slugify
 if TYPE_CHECKING:
     from diffcli.plan.hires import HiresSpec
     from diffcli.plan.mask import InpaintSpec
+    from diffcli.plan.upscale import UpscaleFacts, UpscaleSpec
 
 MAX_ITEMS = 1_000_000
 
@@ -38,6 +39,7 @@ class ModelFacts:
     family: str = "other"  # the pipeline family (diffcli.families), by name
     defaults: dict[str, Any] = field(default_factory=dict, compare=False)  # the pipeline's own call defaults
     weighted_prompts: bool = True  # A1111 weighted syntax possible (CLIP text encoders only)
+    upscale: UpscaleFacts | None = None  # an upscaler: its scale, source sides, noise levels (plan/upscale.py)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Item:
     max_sequence_length: int | None = None              # T5 tokens read; None: the pipeline's own
     inpaint: InpaintSpec | None = None                  # inpaint: the mask and its settings (plan/mask.py)
     hires: HiresSpec | None = None                      # hires fix: the img2img pass after it (plan/hires.py)
+    upscale: UpscaleSpec | None = None                  # upscale: the source image and how (plan/upscale.py)
 
     @property
     def run_steps(self) -> int:
@@ -88,6 +91,8 @@ class Item:
         """
         if self.cell:
             return cell_stem(self)
+        if self.upscale is not None:  # by its source and scale: `0000-s0-photo-x4`
+            return f"{self.prompt_index:04d}-s{self.seed}-{slugify(self.upscale.source_name)}-x{self.upscale.scale}"
         if self.task == "txt2img":
             return f"{self.prompt_index:04d}-s{self.seed}-{slugify(self.prompt)}"
         return f"{self.index:04d}-s{self.seed}"
@@ -97,7 +102,7 @@ class Item:
         weighted = (self.prompt, self.negative_prompt) if self.prompt_syntax == "weighted" else ()  # same chunks
         return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "",
                 self.scheduler, self.scheduler_options, self.strength, self.init_image, self.loras,
-                self.prompt_syntax, weighted, self.max_sequence_length, self.inpaint, self.hires)
+                self.prompt_syntax, weighted, self.max_sequence_length, self.inpaint, self.hires, self.upscale)
 
     def options(self) -> dict[str, Any]:
         """The scheduler options as a mapping."""

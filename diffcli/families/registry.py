@@ -7,8 +7,9 @@ from diffcli.families.dit import LUMINA2, PIXART_SIGMA, SANA
 from diffcli.families.flux import CHROMA, FLUX
 from diffcli.families.sd3 import SD3
 from diffcli.families.unet import DDPM, OTHER, SD, SDXL
+from diffcli.families.upscale import SD_X2, SD_X4
 
-FAMILIES: tuple[Family, ...] = (DDPM, SD, SDXL, SD3, FLUX, CHROMA, PIXART_SIGMA, SANA, LUMINA2)
+FAMILIES: tuple[Family, ...] = (DDPM, SD, SDXL, SD3, FLUX, CHROMA, PIXART_SIGMA, SANA, LUMINA2, SD_X4, SD_X2)
 _BY_PIPELINE = {pipeline: family for family in FAMILIES for pipeline in family.pipelines}
 
 

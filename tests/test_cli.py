@@ -173,7 +173,7 @@ def test_existing_output_refused_skipped_or_overwritten(tiny_ddpm, tmp_path):
     assert [(os.path.basename(i["path"]), i["seed"], i.get("existing", False)) for i in doc["images"]] == [
         ("0000-s0.png", 0, True), ("0001-s1.png", 1, True), ("0002-s2.png", 2, False)]
     assert [os.path.basename(s["path"]) for s in doc["skipped"]] == ["0000-s0.png", "0001-s1.png"]
-    assert doc["grid"] == str(tmp_path / "o" / "grid.png") and (tmp_path / "o" / "grid.png").is_file()
+    assert doc["grid"] == str(tmp_path / "o" / "grid-0000-s0.png") and (tmp_path / "o" / "grid-0000-s0.png").is_file()
     assert (tmp_path / "o" / "0000-s0.png").read_bytes() == first
     assert invoke(*args, "--overwrite").exit_code == 0
     assert (tmp_path / "o" / "0000-s0.png").read_bytes() == first
@@ -249,7 +249,7 @@ def test_default_output_folders_are_numbered_per_run(tmp_path):
     for doc in docs:
         assert [i["path"] for i in doc["images"]] == [os.path.join(doc["output"], "0000-s0.png"),
                                                       os.path.join(doc["output"], "0001-s1.png")]
-        assert doc["grid"] == os.path.join(doc["output"], "grid.png") and os.path.isfile(doc["grid"])
+        assert doc["grid"] == os.path.join(doc["output"], "grid-0000-s0.png") and os.path.isfile(doc["grid"])
     assert (tmp_path / "outputs/unconditional/0001/0000-s0.png").read_bytes() == \
         (tmp_path / "outputs/unconditional/0002/0000-s0.png").read_bytes()
     human = invoke("txt2img", "seven", "-n", "1", "--steps", "2", "--no-grid")
@@ -264,7 +264,27 @@ def test_grid_can_be_turned_off(tiny_ddpm, tmp_path, switch):
     args = ["unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "--json", "--quiet"]
     off = invoke(*args, "-o", str(tmp_path / "off"), *switch)
     assert off.exit_code == 0, off.output
-    assert json.loads(off.stdout)["grid"] is None and not (tmp_path / "off" / "grid.png").exists()
+    assert json.loads(off.stdout)["grid"] is None and not list((tmp_path / "off").glob("grid*"))
     on = invoke(*args, "-o", str(tmp_path / "on"), "--grid", *(["--set", "grid=false"] if switch[0] == "--set" else []))
     assert on.exit_code == 0, on.output  # the flag beats --set
-    assert json.loads(on.stdout)["grid"] == str(tmp_path / "on" / "grid.png")
+    assert json.loads(on.stdout)["grid"] == str(tmp_path / "on" / "grid-0000-s0.png")
+
+
+def test_runs_sharing_a_folder_keep_their_own_grids(tmp_path):
+    """A batch of prompts into one folder: each run's grid is named by its first image and never replaced
+    by another run's; a grid that is there already follows the output policy like an image."""
+    out = str(tmp_path / "o")
+    args = ["--preset", "digits-text", "--steps", "2", "-n", "2", "-o", out, "--json", "--quiet"]
+    seven, three = (invoke("txt2img", prompt, *args) for prompt in ("seven", "three"))
+    assert seven.exit_code == 0 and three.exit_code == 0, three.output
+    grids = [json.loads(r.stdout)["grid"] for r in (seven, three)]
+    assert [os.path.basename(g) for g in grids] == ["grid-0000-s0-seven.png", "grid-0000-s0-three.png"]
+    assert all(os.path.isfile(g) for g in grids)
+    for name in ("0000-s0-seven.png", "0000-s1-seven.png"):
+        os.remove(os.path.join(out, name))
+    before = open(grids[0], "rb").read()
+    again = invoke("txt2img", "seven", *args)
+    assert again.exit_code == 4 and "grid-0000-s0-seven.png already exists" in again.stderr
+    assert not os.path.exists(os.path.join(out, "0000-s0-seven.png")) and open(grids[0], "rb").read() == before
+    kept = invoke("txt2img", "seven", *args, "--skip-existing")  # the run's overview is rebuilt with the run
+    assert kept.exit_code == 0 and json.loads(kept.stdout)["grid"] == grids[0]

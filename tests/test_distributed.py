@@ -41,7 +41,7 @@ def test_two_processes_match_one(tiny_ddpm, tmp_path):
     assert single.returncode == 0, single.stderr
     assert double.returncode == 0, double.stderr
     one, two = images(tmp_path / "one"), images(tmp_path / "two")
-    assert list(one) == list(two) == [f"{i:04d}-s{10 + i}.png" for i in range(5)] + ["grid.png"]
+    assert list(one) == list(two) == [f"{i:04d}-s{10 + i}.png" for i in range(5)] + ["grid-0000-s10.png"]
     for name in list(one)[:-1]:
         assert np.abs(one[name] - two[name]).max() <= 2, name
     assert sorted(p.name for p in (tmp_path / "two" / "frames").iterdir()) == \
@@ -49,9 +49,10 @@ def test_two_processes_match_one(tiny_ddpm, tmp_path):
     doc = json.loads(double.stdout)  # rank 0 alone prints: one document with every rank's images
     assert doc["processes"] == 2 and [i["seed"] for i in doc["images"]] == [10, 11, 12, 13, 14]
     assert len(doc["frames"]) == 5
-    assert doc["grid"] == str(tmp_path / "two" / "grid.png")
+    assert doc["grid"] == str(tmp_path / "two" / "grid-0000-s10.png")
     # the grid of a 2-process run shows all five images, like the single process's
-    assert one["grid.png"].shape == two["grid.png"].shape and np.abs(one["grid.png"] - two["grid.png"]).max() <= 2
+    grid = "grid-0000-s10.png"
+    assert one[grid].shape == two[grid].shape and np.abs(one[grid] - two[grid]).max() <= 2
 
 
 @pytest.mark.slow

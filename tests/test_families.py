@@ -78,11 +78,12 @@ def test_txt2img_equals_plain_pipeline_with_its_defaults(family, tiny_family, tm
 def test_flux_defaults_come_from_the_pipeline(tiny_family):
     """Neither flag nor preset: Flux's 28 steps and guidance 3.5, SD3's 28 and 7.0, SD 1.x's 50 and 7.5."""
     from diffcli.plan.presets import Preset
-    from diffcli.run.commands import plan_items
+    from diffcli.run.commands import plan_run
 
     expected = {"flux": (28, 3.5, 512), "sd3": (28, 7.0, 256), "pixart-sigma": (20, 4.5, 300)}
     for family, (steps, guidance, tokens) in expected.items():
-        facts, items = plan_items(Preset(model=str(tiny_family(family)), prompt="a cat"), "txt2img", None)
+        plan = plan_run(Preset(model=str(tiny_family(family)), prompt="a cat"), "txt2img", None)
+        facts, items = plan.facts, plan.items
         assert (items[0].steps, items[0].guidance_scale) == (steps, guidance), family
         assert facts.defaults["max_sequence_length"] == tokens
 

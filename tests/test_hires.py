@@ -92,7 +92,7 @@ def test_refused_where_it_cannot_run(tiny_sd, tiny_ddpm, tmp_path):
     from diffcli.errors import UsageError
     from diffcli.plan.items import ModelFacts
     from diffcli.plan.presets import Preset
-    from diffcli.run.hires import attach_hires
+    from diffcli.plan.attach import attach_hires
 
     uncond = invoke("unconditional", "--model", str(tiny_ddpm), "--set", "hires=2", *CPU)
     assert uncond.exit_code == 2 and "text-to-image" in uncond.output
@@ -104,6 +104,6 @@ def test_refused_where_it_cannot_run(tiny_sd, tiny_ddpm, tmp_path):
     with pytest.raises(UsageError, match="UNet models"):
         attach_hires(Preset(model="x", hires=2.0, hires_upscaler="latent"), flux, [])
     pixart = ModelFacts(task="txt2img", class_name="PixArtSigmaPipeline", width=256, height=256, size_multiple=8,
-                        fixed_size=False, name="x", family="pixart-sigma")
+                        fixed_size=False, name="x", family="pixart-sigma", img2img=False)
     with pytest.raises(UsageError, match="no image-to-image pipeline"):
         attach_hires(Preset(model="x", hires=2.0), pixart, [])

@@ -159,4 +159,4 @@ def test_existing_image_bomb_gives_a_blank_tile(tmp_path: Path) -> None:
                   width=64, height=64, task="txt2img", cell=(("steps", str(i + 1)),)) for i in range(2)]
     paths = {0: str(tmp_path / "out" / "a.png"), 1: str(tmp_path / "out" / "b.png")}
     [grid] = grids_from_files(OutputFolder(tmp_path / "out", "txt2img", "overwrite"), items, paths)
-    assert grid["images"] == 1 and pngs(tmp_path / "out", ["grid.png"]) == ["grid.png"]
+    assert grid["images"] == 1 and pngs(tmp_path / "out", ["grid-0000-s0-a.png"]) == ["grid-0000-s0-a.png"]

@@ -130,7 +130,7 @@ CASES = [
     Case("image-name-is-folder-overwrite", OUT + ["--overwrite"], 4, "0000-s0.png",
          prepare=folders("out/0000-s0.png")),
     Case("frames-folder-is-file", OUT + ["--every", "1"], 4, "frames", prepare=touch("out/frames")),
-    Case("grid-is-folder", OUT, 4, "grid.png", prepare=folders("out/grid.png"),
+    Case("grid-is-folder", OUT, 4, "grid-0000-s0.png", prepare=folders("out/grid-0000-s0.png"),
          check=images("0000-s0.png", "0001-s1.png")),
     Case("stale-temp-and-lock-files", OUT + ["--every", "1"], 0, prepare=stale_writers,
          check=images("0000-s0.png", "0001-s1.png")),
@@ -200,7 +200,7 @@ def test_hostile_standard_streams(case: tuple, tmp_path: Path, tiny_ddpm: Path) 
             assert "is a file" in one_document(result.stdout, code)["error"]["message"]
     check_files(tmp_path, before, "out")
     if code == 4 and "on-error" not in name and stdout != "early":
-        assert pngs(tmp_path / "out") == ["0000-s0.png", "0001-s1.png", "grid.png"]  # the images were made
+        assert pngs(tmp_path / "out") == ["0000-s0.png", "0001-s1.png", "grid-0000-s0.png"]  # the images were made
 
 
 def test_tmpfs_helper_really_mounts(tmp_path: Path) -> None:

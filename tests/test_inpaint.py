@@ -204,15 +204,16 @@ def test_families_without_an_inpainting_pipeline_are_refused():
     from diffcli.errors import UsageError
     from diffcli.plan.items import ModelFacts
     from diffcli.plan.presets import Preset
-    from diffcli.run.inpaint import attach_mask
+    from diffcli.plan.attach import Inputs, attach_mask
 
     facts = ModelFacts(task="txt2img", class_name="PixArtSigmaPipeline", width=16, height=16, size_multiple=8,
-                       fixed_size=False, name="x", family="pixart-sigma")
+                       fixed_size=False, name="x", family="pixart-sigma", inpaint=False)
     with pytest.raises(UsageError, match="no working inpainting pipeline for PixArtSigmaPipeline"):
-        attach_mask(Preset(model="x", init_image="i.png", mask_image="m.png"), facts, [])
+        attach_mask(Preset(model="x", init_image="i.png", mask_image="m.png"), facts, Inputs(), [])
     from diffcli.families.registry import family_for
 
     assert family_for("FluxPipeline").inpaint == "FluxInpaintPipeline" and family_for("ChromaPipeline").inpaint is None
+    assert family_for("PixArtSigmaPipeline").inpaint is None and family_for("PixArtSigmaPipeline").img2img is None
     assert family_for("StableDiffusion3Pipeline").inpaint == "StableDiffusion3InpaintPipeline"
     assert family_for("StableDiffusionXLInpaintPipeline").name == "sdxl"
 

@@ -129,3 +129,24 @@ def test_preset_fields_follow_the_key_table():
     assert Preset(model="a/b").replace(steps=7).steps == 7
     with pytest.raises(PresetError, match="steps: expected an integer >= 1, got 0"):
         Preset(model="a/b").replace(steps=0)
+
+
+def test_the_preset_type_has_one_typed_field_per_key():
+    """`Preset` is written out with real types (a checker can use them); it and the key table agree."""
+    import dataclasses
+    import typing
+
+    from diffcli.plan.keys import KEY_TABLE
+    from diffcli.plan.preset import Preset
+
+    fields = dataclasses.fields(Preset)
+    assert [f.name for f in fields] == [key.name for key in KEY_TABLE], "add the key's field to plan/preset.py"
+    hints = typing.get_type_hints(Preset)
+    for f, key in zip(fields, KEY_TABLE):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        assert default == key.default, f.name
+        origin = typing.get_origin(hints[f.name]) or hints[f.name]
+        wanted = {list: tuple}.get(key.type, key.type)  # `loras`: a tuple of checked entries
+        args = typing.get_args(hints[f.name])
+        assert (origin is wanted or wanted in args or typing.get_origin(args[0]) is wanted) if args else origin is wanted, f.name
+        assert (type(None) in args) == key.nullable, f.name

@@ -104,7 +104,8 @@ def test_probe_reads_the_header_and_the_shipped_configs(tmp_path, kind, side, pi
     from diffcli.run.single_file import describe
 
     preset = Preset(model=str(fake_checkpoint(tmp_path / f"{kind}.safetensors", kind)))
-    facts, scheduler = probe_model(preset, "txt2img")
+    facts = probe_model(preset, "txt2img")
+    scheduler = facts.scheduler_config
     assert (facts.class_name, facts.width, facts.height, facts.name) == (pipeline, side, side, f"{kind}.safetensors")
     assert describe(preset) == {"architecture": label, "model_type": kind,
                                 "config": f"shipped ({ {'v1': 'sd15', 'v2': 'sd21', 'xl_base': 'sdxl'}[kind]})"}

@@ -61,8 +61,8 @@ def test_ddpm_pixel_contract(tiny_ddpm, tmp_path, batch_size):
     report = run_generation("unconditional", preset, "unconditional")
     assert len(report.images) == 3 and report.to_dict()["output"] == str(tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0000-s7.png", "0001-s8.png", "0002-s9.png",
-                                                                    "grid.png"]
-    assert report.to_dict()["grid"] == str(tmp_path / "out" / "grid.png")
+                                                                    "grid-0000-s7.png"]
+    assert report.to_dict()["grid"] == str(tmp_path / "out" / "grid-0000-s7.png")
     reference = DDPMPipeline.from_pretrained(tiny_ddpm)
     reference.set_progress_bar_config(disable=True)
     for i, entry in enumerate(report.images):

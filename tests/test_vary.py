@@ -79,7 +79,8 @@ def test_digits_text_grid_labels_and_cell(tmp_path):
                    "--vary", "steps=2,4", "--vary", "guidance_scale=1,4", "-n", "1", "-o", str(out))
     assert len(doc["images"]) == 8 and len({e["path"] for e in doc["images"]}) == 8
     paths = [g["path"] for g in doc["grids"]]
-    assert paths == [str(out / "grid-guidance-scale-1.png"), str(out / "grid-guidance-scale-4.png")]
+    stem = "grid-0000-s0-a-handwritten-digit-7"
+    assert paths == [str(out / f"{stem}-guidance-scale-1.png"), str(out / f"{stem}-guidance-scale-4.png")]
     assert doc["grid"] == paths[0] and [g["images"] for g in doc["grids"]] == [4, 4]
     grid = Image.open(paths[1])
     assert json.loads(grid.info["diffcli-grid"])["axes"] == [
@@ -180,8 +181,8 @@ def test_two_processes_build_the_same_grid(tiny_ddpm, tmp_path):
     assert one.returncode == 0 and two.returncode == 0, two.stderr
     doc = json.loads(two.stdout)
     assert doc["processes"] == 2 and [e["cell"]["steps"] for e in doc["images"]] == [2, 3, 2, 3]
-    assert doc["grids"][0]["path"] == str(tmp_path / "two" / "grid.png") and doc["grids"][0]["images"] == 4
-    a, b = (Image.open(tmp_path / name / "grid.png") for name in ("one", "two"))
+    assert doc["grids"][0]["path"] == str(tmp_path / "two" / "grid-0000-s0.png") and doc["grids"][0]["images"] == 4
+    a, b = (Image.open(tmp_path / name / "grid-0000-s0.png") for name in ("one", "two"))
     assert a.info["diffcli-grid"] == b.info["diffcli-grid"]
     assert np.array_equal(np.asarray(a), np.asarray(b))
 

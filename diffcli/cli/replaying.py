@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         from diffcli.cli.generating import human_lines, policy_of
         from diffcli.plan.presets import build_preset, parse_set, validate_layer
         from diffcli.plan.replay import check_init_image, read_record, replay_layers
-        from diffcli.run.commands import plan_items, run_generation
+        from diffcli.run.commands import all_kept, plan_run, run_generation, verify_schedules
+        from diffcli.sinks.folder import OutputFolder
 
         policy = policy_of({"overwrite": overwrite, "skip_existing": skip_existing})
         record = read_record(image)
@@ -57,12 +58,13 @@ def register(app: typer.Typer) -> None:
             from diffcli.plan.items import PromptLine
 
             lines = [PromptLine(prompt=preset.prompt or "")]
-        planned = plan_items(preset, record.task, lines, record.index, record.prompt_index)
+        plan = plan_run(preset, record.task, lines, first_index=record.index, first_prompt_index=record.prompt_index)
         if record.cell:  # a --vary cell keeps its name (keys the user --set no longer describe the image: dropped)
             import dataclasses
 
             cell = tuple((key, value) for key, value in record.cell if key.split(".", 1)[0] not in user_sets)
-            planned = (planned[0], [dataclasses.replace(item, cell=cell) for item in planned[1]])
-        report = run_generation("replay", preset, record.task, lines, policy, quiet=quiet or as_json,
-                                planned=planned)
+            plan = dataclasses.replace(plan, items=[dataclasses.replace(item, cell=cell) for item in plan.items])
+        if not all_kept(plan, OutputFolder(Path(preset.output) if preset.output else None, "replay", policy)):
+            verify_schedules(plan)  # a no-op resume imports neither torch nor diffusers
+        report = run_generation("replay", preset, record.task, lines, policy, quiet=quiet or as_json, plan=plan)
         emitter.document(report.to_dict(), human_lines(report))

@@ -51,6 +51,7 @@ def builtin_name(model: str) -> str | None:
 
 OPENVINO = ("DIFFCLI_OPENVINO_CACHE", "openvino")
 COMPILE = ("DIFFCLI_COMPILE_CACHE", "inductor")
+FACTS = ("DIFFCLI_FACTS_CACHE", "facts")  # what pipeline classes say about themselves (run/signatures.py)
 
 
 def cache_folder(which: tuple[str, str]) -> Path:

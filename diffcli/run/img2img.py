@@ -1,4 +1,4 @@
-"""img2img: the init image attached to the planned items, and what the samplers start from.
+"""img2img: what the samplers start from (the init image was checked and attached by plan/attach.py).
 
 Text-to-image models run diffusers' own image-to-image pipeline, made once from the loaded one
 with `AutoPipelineForImage2Image.from_pipe` (the same modules: nothing is loaded twice).
@@ -12,24 +12,8 @@ import dataclasses
 from typing import Any
 
 from diffcli.errors import UsageError
-from diffcli.plan.init_image import check_init_image, load_init_image
-from diffcli.plan.items import Item, ModelFacts
-
-
-
-def attach_init_image(preset: Any, facts: ModelFacts, items: list[Item]) -> list[Item]:
-    """Check the init image (bounded reading, exit 2) before any model loads; record its sha256 on each item."""
-    from diffcli.families.registry import family_named
-
-    family = family_named(facts.family)
-    if facts.task == "txt2img" and family.name != "other" and family.img2img is None:
-        raise UsageError(f"img2img: diffusers has no image-to-image pipeline for {facts.class_name}",
-                         hint="use txt2img with this model, or an SD, SDXL, SD3, Flux or Chroma model")
-    if facts.task == "unconditional" and facts.class_name.startswith("LDM"):
-        raise UsageError(f"img2img on a latent unconditional model ({facts.class_name}) is not supported",
-                         hint="use a pixel-space unconditional model (DDPM) or a text-to-image model")
-    sha256 = check_init_image(preset.init_image)
-    return [dataclasses.replace(item, init_sha256=sha256) for item in items]
+from diffcli.plan.init_image import load_init_image
+from diffcli.plan.items import Item
 
 
 def image_mode(pipe: Any) -> str:

@@ -112,9 +112,10 @@ def family_info(class_name: str, pipe: Any) -> dict[str, Any]:
     """The family adapter's view: denoiser, text encoders, flow matching and shift, the defaults that apply."""
     from diffcli.families.registry import family_for
     from diffcli.plan.schedulers import is_flow
+    from diffcli.run.signatures import signature_of
 
     family = family_for(class_name)
-    defaults = family.call_defaults(type(pipe)) if family.name != "ddpm" else {}
+    defaults = signature_of(type(pipe)).call_defaults if family.name != "ddpm" else {}
     config = dict(pipe.scheduler.config)
     flow = family.flow or is_flow(pipe.scheduler)
     return {

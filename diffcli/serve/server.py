@@ -61,7 +61,7 @@ def serve(preset: Any, options: Options, note: Callable[[str], None]) -> None:
     import uvicorn
 
     from diffcli.plan.items import PromptLine
-    from diffcli.run.commands import plan_items
+    from diffcli.run.commands import plan_run, verify_schedules
     from diffcli.serve.app import create_app
     from diffcli.serve.door import Door
     from diffcli.serve.engine import Engine
@@ -70,7 +70,9 @@ def serve(preset: Any, options: Options, note: Callable[[str], None]) -> None:
 
     sock = bind(options.host, options.port)
     with sock, _private_folder() as init_dir:
-        facts, items = plan_items(preset.replace(num_images=1, seed=0), "txt2img", [PromptLine(prompt="warm-up")])
+        plan = plan_run(preset.replace(num_images=1, seed=0), "txt2img", [PromptLine(prompt="warm-up")])
+        verify_schedules(plan)
+        facts, items = plan.facts, plan.items
         engine = Engine(preset, facts)
         note(f"loading {facts.name} ...")
         engine.load()

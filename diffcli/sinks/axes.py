@@ -13,12 +13,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffcli.plan.items import Item
+from diffcli.plan.items import Item, grid_stem
 from diffcli.plan.naming import slugify
 from diffcli.plan.naming import label
 from diffcli.sinks.base import RunInfo
 from diffcli.sinks.gallery_read import GRID_KEY
-from diffcli.sinks.grid import GRID_NAME, open_existing
+from diffcli.sinks.grid import open_existing
 from diffcli.sinks.trace import tile_size
 from diffcli.step import Step
 
@@ -60,7 +60,8 @@ def layout_of(items: list[Item]) -> Layout:
                 values[axis].append(value)
         cells.setdefault(cell, []).append(item.index)
     fixed_values: list[str | None] = list(values[2]) if len(keys) == 3 else [None]
-    names = [GRID_NAME] if len(keys) < 3 else _third_axis_names(keys[2], values[2])
+    stem = grid_stem(items)
+    names = [f"{stem}.png"] if len(keys) < 3 else _third_axis_names(stem, keys[2], values[2])
     rows = values[0] if len(keys) > 1 else [None]
     columns = values[1] if len(keys) > 1 else values[0]
     per_block = max(1, MAX_GRID_TILES // (len(rows) * len(columns)))
@@ -79,11 +80,11 @@ def layout_of(items: list[Item]) -> Layout:
     return Layout(keys, values, grids)
 
 
-def _third_axis_names(key: str, values: list[str]) -> list[str]:
+def _third_axis_names(stem: str, key: str, values: list[str]) -> list[str]:
     slugs = [slugify(label(json.loads(value))) for value in values]
     if len(set(slugs)) < len(slugs):  # values that slug alike are told apart by their position
         slugs = [f"{i}-{slug}" for i, slug in enumerate(slugs)]
-    return [f"grid-{slugify(key)}-{slug}.png" for slug in slugs]
+    return [f"{stem}-{slugify(key)}-{slug}.png" for slug in slugs]
 
 
 def _chunk_value(text: str) -> Any:
@@ -216,6 +217,7 @@ class AxesGridSink:
 
     def __init__(self, items: list[Item]) -> None:
         self.layout = layout_of(items)
+        self.names = [grid.name for grid in self.layout.grids]  # checked against the output policy first
         self.shown = self.layout.shown
         self.tiles: dict[int, Any] = {}
         self.run: RunInfo | None = None

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from diffcli.plan.items import Item
+from diffcli.plan.items import Item, grid_stem
 from diffcli.sinks.base import RunInfo
 from diffcli.sinks.trace import tile_size
 from diffcli.step import Step
 
-GRID_NAME = "grid.png"
 MAX_CELLS = 400  # a grid is an overview: larger runs show their first 400 images
 LABEL_HEIGHT = 14
 
@@ -56,7 +55,7 @@ def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]]) -> str | N
     """The grid of a multi-process run, built on rank 0 from every rank's published images."""
     from diffcli.sinks.folder import png_writer
 
-    sink = GridSink()
+    sink = GridSink([item for item, _ in entries])
     for item, path in entries:
         image = open_existing(path)
         if image is not None:
@@ -64,14 +63,16 @@ def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]]) -> str | N
     if len(sink.cells) < 2:
         return None
     cells = [sink.cells[index] for index in sorted(sink.cells)]
-    path, _ = run_folder.publish(GRID_NAME, png_writer(compose(cells), None), final=False, summary=True)
+    path, _ = run_folder.publish(sink.name, png_writer(compose(cells), None), final=False, summary=True)
     return str(path)
 
 
 class GridSink:
-    """Keeps a tile of each image; at the end writes `grid.png` when the run has more than one."""
+    """Keeps a tile of each image; at the end writes `grid-<first stem>.png` when the run has more than one."""
 
-    def __init__(self) -> None:
+    def __init__(self, items: list[Item]) -> None:
+        self.name = f"{grid_stem(items)}.png"
+        self.names = [self.name]  # what it may write (checked against the output policy before the run)
         self.run: RunInfo | None = None
         self.cells: dict[int, tuple[str, Any]] = {}
 
@@ -106,6 +107,6 @@ class GridSink:
         if not completed or len(self.cells) < 2 or self.run is None:
             return {}
         cells = [self.cells[index] for index in sorted(self.cells)]
-        path, _ = self.run.folder.publish(GRID_NAME, png_writer(compose(cells), None), final=False,
+        path, _ = self.run.folder.publish(self.name, png_writer(compose(cells), None), final=False,
                                           summary=True)
         return {"grid": [{"path": str(path), "images": len(cells)}]}

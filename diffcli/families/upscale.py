@@ -41,6 +41,9 @@ class Upscaler(Family):
         noise = int(call_defaults.get("noise_level", NOISE_LEVEL)) if self.noise_level else None
         highest = index.get("max_noise_level", MAX_NOISE_LEVEL)
         highest = highest if isinstance(highest, int) and not isinstance(highest, bool) and highest >= 0 else 0
+        embeds = unet_config.get("num_class_embeds")  # the UNet embeds the noise level as a class label
+        if isinstance(embeds, int) and not isinstance(embeds, bool) and embeds > 0:
+            highest = min(highest, embeds - 1)
         return UpscaleFacts(scale=self.scale, input_multiple=multiple, noise_level=noise,
                             max_noise_level=highest if self.noise_level else 0, schedulers=self.schedulers)
 
@@ -49,7 +52,7 @@ SD_X4 = Upscaler("sd-x4-upscaler", ("StableDiffusionUpscalePipeline",), text_enc
                  noise_level=True)
 SD_X2 = Upscaler("sd-x2-latent-upscaler", ("StableDiffusionLatentUpscalePipeline",),
                  text_encoders="CLIP (77 tokens, pooled)", scale=2, latent_input=True,
-                 schedulers=("euler", "euler-a", "lms"))
+                 schedulers=("euler", "lms"))
 
 
 def upscale_facts(family: Family, index: dict[str, Any], unet_config: dict[str, Any], vae_factor: int,

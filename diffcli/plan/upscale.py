@@ -18,11 +18,10 @@ from typing import Any
 
 from diffcli.errors import UsageError
 from diffcli.plan.init_image import decode, read_bytes, sha256_hex
-from diffcli.plan.keys import MAX_SIDE, flag_label
+from diffcli.plan.keys import MAX_SIDE, TILE_ABOVE, flag_label
 from diffcli.plan.text import escape_control
 
 WHAT = "image"        # how messages name the source image (the command's IMAGE argument)
-TILE_ABOVE = 1024     # pixels per output side above which the VAE decodes in tiles (vae_tiling: null)
 # Keys with no meaning for an upscaler (its size comes from the image, its prompt goes to one CLIP).
 NOT_FOR_UPSCALE = ("init_image", "mask_image", "hires", "loras", "every", "width", "height",
                    "max_sequence_length", "controlnet")
@@ -36,7 +35,7 @@ class UpscaleFacts:
     scale: int                          # output side / source side
     input_multiple: int                 # source sides must be multiples of this
     noise_level: int | None = None      # the pipeline's default noise_level (None: it takes none)
-    max_noise_level: int = 0            # the highest noise_level the model accepts
+    max_noise_level: int = 0            # the highest noise_level the model takes
     schedulers: tuple[str, ...] = ()    # the scheduler names its loop can run (empty: any)
 
     @property
@@ -100,15 +99,17 @@ def attach_upscale(preset: Any, facts: Any, source: Source | None, items: list[A
         if upscaler is not None:
             raise UsageError(f"this is an {upscaler.name} ({facts.class_name}): it needs an image to upscale",
                              hint="use diffcli upscale IMAGE [\"prompt\"]")
+        if preset.noise_level is not None or any(key == "noise_level" for key, _ in (items[0].cell if items else ())):
+            raise UsageError("noise_level: for diffcli upscale with the x4 upscaler only")
         return items
     if upscaler is None:
         kind = {"txt2img": "text-to-image", "unconditional": "unconditional"}.get(facts.task, facts.task)
         raise UsageError(f"upscale: {escape_control(facts.name)} is a {facts.class_name} ({kind} model), "
                          "not an upscaler",
                          hint="use stabilityai/stable-diffusion-x4-upscaler or stabilityai/sd-x2-latent-upscaler")
-    _refuse_keys(preset, items)
     assert source is not None, "the source image is read before planning"
     width, height = _output_size(upscaler, source)
+    _refuse_keys(preset, items, (width, height))
     tiling = preset.vae_tiling if preset.vae_tiling is not None else max(width, height) > TILE_ABOVE
     attached = []
     for item in items:
@@ -124,11 +125,14 @@ def attach_upscale(preset: Any, facts: Any, source: Source | None, items: list[A
     return attached
 
 
-def _refuse_keys(preset: Any, items: list[Any]) -> None:
-    """Settings an upscaler has no use for are refused, not ignored."""
+def _refuse_keys(preset: Any, items: list[Any], size: tuple[int, int]) -> None:
+    """Settings an upscaler has no use for are refused, not ignored (a width or height equal to the output's, as a
+    replay record has them, is no setting)."""
     for key in NOT_FOR_UPSCALE:
-        if getattr(preset, key, None):
-            reason = "the output size is the image's times the scale" if key in SIZE_KEYS else "not for upscalers"
+        value = getattr(preset, key, None)
+        if value and not (key in SIZE_KEYS and value == size[SIZE_KEYS.index(key)]):
+            reason = f"the output is the image's size times the scale, {size[0]}x{size[1]}" if key in SIZE_KEYS \
+                else "not for upscalers"
             raise UsageError(f"upscale: {flag_label(key)} does not apply ({reason})")
     varied = {key for key, _ in (items[0].cell if items else ())}
     if varied & set(SIZE_KEYS):
@@ -162,5 +166,5 @@ def _noise_level(upscaler: UpscaleFacts, value: int | None) -> int | None:
         return None
     level = upscaler.noise_level if value is None else value
     if level > upscaler.max_noise_level:
-        raise UsageError(f"--noise-level {level}: more than this model's max_noise_level ({upscaler.max_noise_level})")
+        raise UsageError(f"--noise-level {level}: more than this model takes ({upscaler.max_noise_level})")
     return level

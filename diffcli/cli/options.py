@@ -124,6 +124,7 @@ PromptsFileOpt = Annotated[Optional[Path], typer.Option(
 VaryOpt = Annotated[Optional[List[str]], typer.Option(
     "--vary", metavar="KEY=V1,V2,...",
     help="Compare values: every combination with the same seeds, one labelled grid (repeatable: rows, columns, "
-         "one grid per value). Keys: scheduler, steps, guidance_scale, seed, prompt, negative_prompt, width, "
+         "one grid per value). Keys: scheduler, steps, guidance_scale, seed, prompt, negative_prompt, "
+         "noise_level (upscale), width, "
          "height, strength (img2img, inpaint), lora_weight, prompt_syntax, scheduler_options.NAME; quote a value that has "
          "a comma.")]

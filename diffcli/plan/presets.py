@@ -171,7 +171,8 @@ def resolve_model_path(model: str, base: Path) -> str:
     return str(builtin) if builtin is not None else model
 
 
-PATH_KEYS = ("init_image", "mask_image", "config")  # always local paths: relative ones resolve like `model`
+# always local paths: relative ones resolve like `model`
+PATH_KEYS = ("init_image", "mask_image", "upscale_image", "config")
 
 
 def resolve_local_path(value: str, base: Path) -> str:
@@ -189,7 +190,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise PresetError(f"--set {one_line(item, 80)}: expected key=value")
         raw_string = key in ("prompt", "negative_prompt", "model", "revision", "variant", "name", "description",
-                             "init_image", "mask_image", "config")
+                             "init_image", "mask_image", "upscale_image", "config")
         try:
             value = safe_yaml.load(raw) if raw.strip() else None
         except safe_yaml.YAMLRefused as err:  # aliases, deep nesting: refused, not read as a string

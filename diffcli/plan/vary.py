@@ -26,7 +26,7 @@ from diffcli.plan.suggest import suggest
 from diffcli.plan.text import one_line
 
 VARY_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "prompt", "negative_prompt", "width", "height",
-             "strength", "lora_weight", "prompt_syntax")
+             "strength", "lora_weight", "prompt_syntax", "noise_level")
 OPTION_PREFIX = "scheduler_options."
 TEXT_KEYS = ("scheduler", "prompt", "negative_prompt", "prompt_syntax")  # values are taken as typed, not read as YAML
 PROMPT_ONLY = ("prompt", "negative_prompt", "guidance_scale", "prompt_syntax")

@@ -155,6 +155,8 @@ def sample_txt2img(pipe: Any, call_kwargs: dict[str, Any], steps: int, on_step: 
             return {}
 
         kwargs["callback_on_step_end"] = callback
+    elif on_step is not None and _accepts(pipe.__call__, "callback"):  # the older call (the upscalers)
+        kwargs.update(callback=lambda _step, _timestep, latents: tracker.after_call(latents), callback_steps=1)
     accepted = inspect.signature(pipe.__call__).parameters
     dropped = sorted(k for k in kwargs if k not in accepted and k != "callback_on_step_end")
     if dropped:
@@ -201,6 +203,12 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
         from diffcli.run.prompt_embeds import weighted_kwargs
 
         kwargs.update(weighted_kwargs(pipe, kwargs.pop("prompt"), kwargs.pop("negative_prompt", None)))
+    if first.upscale is not None:  # upscale: the upscaler as loaded; the source image decides the size
+        from diffcli.run.upscale import upscale_kwargs
+
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("width", "height")}
+        return sample_txt2img(pipe, {**kwargs, **upscale_kwargs(pipe, batch)}, first.steps, on_step, want_x0,
+                              family=family, size=(first.width, first.height))
     from diffcli.run.img2img import image_pipeline, init_images
 
     if first.inpaint is not None:  # inpaint: the inpainting pipeline on the same modules (or the model's own)

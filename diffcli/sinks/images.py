@@ -32,6 +32,11 @@ def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]
         entry.update(strength=item.strength, init_image=item.init_image, run_steps=item.run_steps)
     if item.inpaint is not None:
         entry["mask_image"] = item.inpaint.mask_image
+    if item.upscale is not None:  # the file's size is the source's times the scale
+        spec = item.upscale
+        entry["upscale"] = {"image": spec.image, "scale": spec.scale, "source_width": spec.source_width,
+                            "source_height": spec.source_height, "noise_level": spec.noise_level,
+                            "vae_tiling": spec.vae_tiling}
     if item.hires is not None:  # the file's size is the hires pass's
         entry["hires"] = {"scale": item.hires.scale, "width": item.hires.width, "height": item.hires.height,
                           "steps": item.hires.steps, "strength": item.hires.strength,
@@ -74,6 +79,10 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
         preset.update(mask_image=spec.mask_image, mask_blur=spec.mask_blur, invert_mask=spec.invert_mask,
                       padding_mask_crop=spec.padding_mask_crop)
         record["mask_image"] = {"name": Path(spec.mask_image).name, "sha256": spec.mask_sha256}
+    if item.upscale is not None:  # upscale: the source is found the same way
+        source = item.upscale
+        preset.update(upscale_image=source.image, noise_level=source.noise_level, vae_tiling=source.vae_tiling)
+        record["upscale_image"] = {"name": Path(source.image).name, "sha256": source.sha256}
     if item.hires is not None:
         preset.update(hires=item.hires.scale, hires_steps=item.hires.steps, hires_strength=item.hires.strength,
                       hires_upscaler=item.hires.upscaler)
@@ -94,6 +103,10 @@ def png_text(run: RunInfo, item: Item) -> dict[str, str]:
         fields["Mask blur"] = item.inpaint.mask_blur
         if item.inpaint.padding_mask_crop is not None:
             fields["Inpaint area"], fields["Masked area padding"] = "Only masked", item.inpaint.padding_mask_crop
+    if item.upscale is not None:  # A1111's Extras fields, the source's size and the x4's noise level
+        fields.update({"Postprocess upscale by": item.upscale.scale, "Postprocess upscaler": type(run.pipe).__name__,
+                       "Source size": f"{item.upscale.source_width}x{item.upscale.source_height}",
+                       "Noise level": item.upscale.noise_level})
     if item.hires is not None:  # A1111's hires fields
         from diffcli.plan.hires import UPSCALER_LABELS
 

@@ -23,6 +23,7 @@ MAX_PIXELS = 8192 * 8192
 MAX_TEXT = 256 * 1024
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # the models `config` applies to
 REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler_options", "safety_checker", "seed",
+                 "upscale_image", "noise_level",
                  "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale", "init_image", "strength",
                  "config", "loras", "prompt_syntax", "step_cache", "max_sequence_length", "mask_image", "mask_blur",
                  "padding_mask_crop", "invert_mask", "hires", "hires_steps", "hires_strength", "hires_upscaler")
@@ -40,6 +41,7 @@ class ReplayRecord:
     init_sha256: str = ""  # img2img: the init image's recorded hash
     cell: tuple[tuple[str, str], ...] = ()  # a --vary cell: (key, JSON value) pairs
     mask_sha256: str = ""  # inpaint: the mask's recorded hash
+    upscale_sha256: str = ""  # upscale: the source image's recorded hash
 
 
 def read_record(image: Path) -> ReplayRecord:
@@ -101,8 +103,12 @@ def validate_record(record: Any, shown: str) -> ReplayRecord:
     values["task"] = task
     init_sha256 = _init_sha256(record, shown) if "init_image" in values else ""
     mask_sha256 = _init_sha256(record, shown, "mask_image") if "mask_image" in values else ""
+    upscale_sha256 = _init_sha256(record, shown, "upscale_image") if "upscale_image" in values else ""
+    if upscale_sha256 and record["preset"].get("vae_tiling") is True:  # tiled pixels differ; tiling only lowers
+        values["vae_tiling"] = True                                     # memory, so replay keeps it
     return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index, init_sha256=init_sha256,
-                        cell=_cell(record.get("cell", []), values, shown), mask_sha256=mask_sha256)
+                        cell=_cell(record.get("cell", []), values, shown), mask_sha256=mask_sha256,
+                        upscale_sha256=upscale_sha256)
 
 
 def _cell(cell: Any, values: dict[str, Any], shown: str) -> tuple[tuple[str, str], ...]:
@@ -146,7 +152,8 @@ def check_init_image(record: ReplayRecord, user_sets: dict[str, Any]) -> None:
     from diffcli.plan.init_image import read_bytes, sha256_hex
 
     for key, what, sha in (("init_image", "init image", record.init_sha256),
-                           ("mask_image", "mask", record.mask_sha256)):
+                           ("mask_image", "mask", record.mask_sha256),
+                           ("upscale_image", "source image", record.upscale_sha256)):
         path = record.values.get(key)
         if not path or key in user_sets:
             continue

@@ -28,9 +28,9 @@ LONG_STEPS = 900  # a request that runs for many seconds, until it is interrupte
 class Server:
     """A `diffcli serve` subprocess: its URL, its stderr lines, and helpers to call it."""
 
-    def __init__(self, cwd: Path, *args: str, key: str | None = KEY) -> None:
+    def __init__(self, cwd: Path, *args: str, key: str | None = KEY, env: dict[str, str] | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               "OMP_NUM_THREADS": "1"}
+               "OMP_NUM_THREADS": "1", **(env or {})}
         env.pop("DIFFCLI_API_KEY", None)
         if key is not None:
             env["DIFFCLI_API_KEY"] = key

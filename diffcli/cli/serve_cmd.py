@@ -20,6 +20,7 @@ SERVE_KEYS = ("model", "config", "scheduler", "steps", "negative_prompt", "guida
               "strength", "prompt_syntax", "max_sequence_length", "loras", "lora_weight", "device", "dtype", "output",
               "offline", "allow_pickle", "threads", "step_cache", "backend")
 REFUSED_KEYS = {"init_image": "init images come with each img2img request",
+                "mask_image": "masks come with each edit or inpainting request",
                 "every": "a server writes no frames"}
 
 
@@ -96,8 +97,9 @@ def register(app: typer.Typer) -> None:
         check_bind(host, key, insecure_no_key)
         import importlib.util
 
-        if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")):
-            raise UsageError("diffcli serve needs FastAPI and uvicorn", hint="pip install -e \".[serve]\" in a clone")
+        if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn", "python_multipart")):
+            raise UsageError("diffcli serve needs FastAPI, uvicorn and python-multipart",
+                             hint="pip install -e \".[serve]\" in a clone")
         resolved = resolve(preset, "digits-text", sets, flags)
         for name, why in REFUSED_KEYS.items():
             if getattr(resolved.preset, name) is not None:

@@ -1,4 +1,5 @@
-"""A1111's API (`/sdapi/v1/...`): txt2img, img2img, progress and interrupt, with A1111's field names.
+"""A1111's API (`/sdapi/v1/...`): txt2img, img2img (inpainting with a mask), progress and interrupt, with
+A1111's field names.
 
 Seeds are seed + i over batch_size x n_iter images, like the CLI; -1 draws a random seed. Every
 PNG carries the A1111 and diffcli metadata a CLI output has. Fields diffcli cannot honour are
@@ -57,7 +58,33 @@ def wanted_of(body: A1111Txt2Img, service: Service) -> Wanted:
                                param="resize_mode")
         wanted.values["strength"] = ("denoising_strength", body.denoising_strength)
         wanted.init_image = ("init_images[0]", body.init_images[0])
+        if body.mask:
+            inpaint_values(body, wanted, service)
     return wanted
+
+
+def inpaint_values(body: A1111Img2Img, wanted: Wanted, service: Service) -> None:
+    """A1111's mask fields as diffcli's inpaint keys: the mask is read as the CLI reads one (white repaints,
+    transparent keeps); `inpaint_full_res` ("Only masked") is `padding_mask_crop`."""
+    wanted.mask = ("mask", body.mask or "")
+    blur, field = body.mask_blur, "mask_blur"
+    if blur is None and (body.mask_blur_x is not None or body.mask_blur_y is not None):
+        if body.mask_blur_x != body.mask_blur_y:
+            raise RequestError("mask_blur_y: diffcli blurs a mask alike both ways (set mask_blur, or mask_blur_x "
+                               "equal to mask_blur_y)", param="mask_blur_y")
+        blur, field = body.mask_blur_x, "mask_blur_x"
+    wanted.values["mask_blur"] = (field, blur)
+    for name in ("inpainting_mask_invert", "inpaint_full_res"):
+        if getattr(body, name) not in (None, 0, 1):
+            raise RequestError(f"{name}: expected 0 or 1", param=name)
+    if body.inpainting_mask_invert is not None:
+        wanted.values["invert_mask"] = ("inpainting_mask_invert", bool(body.inpainting_mask_invert))
+    if body.inpaint_full_res is not None and not body.inpaint_full_res:
+        wanted.unset += ("padding_mask_crop",)
+    elif body.inpaint_full_res:
+        padding = body.inpaint_full_res_padding
+        wanted.values["padding_mask_crop"] = ("inpaint_full_res_padding", padding if padding is not None else
+                                              service.door.preset.padding_mask_crop or 0)
 
 
 async def generate(request: Request, model: type[A1111Txt2Img]) -> dict[str, Any]:
@@ -68,7 +95,8 @@ async def generate(request: Request, model: type[A1111Txt2Img]) -> dict[str, Any
     result = await run_job(request, items, body.force_task_id)
     images = await run_in_threadpool(lambda: [b64(encode(o)) for o in result.outputs]) if body.send_images else []
     parameters = body.model_dump()
-    parameters.pop("init_images", None)
+    for name in ("init_images", "mask"):  # the uploads themselves are not sent back
+        parameters.pop(name, None)
     return {"images": images, "parameters": parameters, "info": json.dumps(info(service, items, result))}
 
 

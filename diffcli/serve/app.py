@@ -32,11 +32,11 @@ def error_response(err: BaseException, path: str) -> JSONResponse:
 
 def create_app(service: Service) -> FastAPI:
     """The app with every route; `service` is the loaded model, the queue and the limits."""
-    from diffcli.serve import a1111_api, a1111_info, openai_api
+    from diffcli.serve import a1111_api, a1111_info, openai_api, openai_edits
 
     app = FastAPI(title="diffcli", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    for module in (openai_api, a1111_api, a1111_info):
+    for module in (openai_api, openai_edits, a1111_api, a1111_info):
         app.include_router(module.router)
 
     @app.exception_handler(DiffcliError)

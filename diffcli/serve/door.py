@@ -2,8 +2,9 @@
 
 Every check runs here, before a request is queued: the key table's bounds (the CLI's own messages,
 naming the request's field), the server's limits, the scheduler and its step count, and the init
-image (base64 decoded within img2img's file bounds). Nothing a request says names a file, a model
-or a network address: an init image is written by the server under its own private folder.
+image and mask (base64 or uploaded bytes, decoded within img2img's file bounds). Nothing a request
+says names a file, a model or a network address: init images and masks are written by the server,
+named by their hash, under its own private folder, and removed when no request uses them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from diffcli.errors import PresetError, UsageError
 from diffcli.plan.init_image import MAX_BYTES, decode, sha256_hex
@@ -40,11 +41,13 @@ class Wanted:
     count: int
     count_field: str = "n"
     values: dict[str, tuple[str, Any]] = field(default_factory=dict)  # key → (request field, value)
-    init_image: tuple[str, str] | None = None                         # (request field, base64 text)
+    init_image: tuple[str, str | bytes] | None = None                 # (request field, base64 text or bytes)
+    mask: tuple[str, str | bytes] | None = None                       # inpaint: (request field, white = repaint)
+    unset: tuple[str, ...] = ()                                       # preset keys the request turns off
 
 
 class Door:
-    """Turns `Wanted` into items with the server's preset as the defaults; owns the init-image folder."""
+    """Turns `Wanted` into items with the server's preset as the defaults; owns the uploads' folder."""
 
     def __init__(self, preset: Any, facts: ModelFacts, limits: Limits, compatible: list[str], init_dir: Path) -> None:
         self.preset = preset
@@ -66,29 +69,30 @@ class Door:
         changes.setdefault("seed", secrets.randbelow(RANDOM_SEEDS))
         self._check_limits(wanted, changes)
         changes["num_images"] = wanted.count
-        path = None
-        if wanted.init_image is not None:
-            path = self._write_init(*wanted.init_image)
-            changes["init_image"] = path
+        changes.update({key: None for key in wanted.unset})
+        paths: list[str] = []
         try:
+            if wanted.init_image is not None:
+                changes["init_image"] = self._write_upload(*wanted.init_image, paths)
+            if wanted.mask is not None:
+                changes["mask_image"] = self._write_upload(*wanted.mask, paths)
             preset = self.preset.replace(**changes)
-            items = build_items(preset, self.facts, [PromptLine(prompt=wanted.prompt)])
-            if path is not None:
-                from diffcli.plan.attach import attach_init_image, read_inputs
-
-                items = attach_init_image(preset, self.facts, read_inputs(preset), items)
+            items = self._attach(preset, build_items(preset, self.facts, [PromptLine(prompt=wanted.prompt)]), wanted)
             self._check_schedule(items[0])
         except UsageError as err:
-            if path is not None:
-                self.release(items=[], path=path)
+            self.release(items=[], paths=paths)
             raise _named(err, wanted) from None
+        except BaseException:
+            self.release(items=[], paths=paths)
+            raise
         return items
 
-    def release(self, items: list[Item], path: str | None = None) -> None:
-        """A request is done with its init image: removed once no other request uses it."""
-        paths = {item.init_image for item in items if item.init_image} | ({path} if path else set())
+    def release(self, items: list[Item], paths: Sequence[str] = ()) -> None:
+        """A request is done with its init image and mask: each removed once no other request uses it."""
+        used = [item.init_image for item in items[:1] if item.init_image] + list(paths)
+        used += [item.inpaint.mask_image for item in items[:1] if item.inpaint is not None]
         with self._lock:
-            for name in paths:
+            for name in used:
                 self._users[name] -= 1
                 if self._users[name] <= 0:
                     del self._users[name]
@@ -121,16 +125,24 @@ class Door:
     def _check_schedule(self, item: Item) -> None:
         _schedule_ok(self.facts, item.scheduler, item.scheduler_options, item.steps)
 
-    def _write_init(self, name: str, text: str) -> str:
-        """The base64 image decoded within img2img's bounds and written (by its hash) under the server's folder."""
-        if len(text) > MAX_BASE64_CHARS:
-            raise RequestError(f"{name}: larger than {MAX_BYTES // 2**20} MB, not read", param=name)
-        if text.startswith("data:") and "," in text[:100]:
-            text = text.split(",", 1)[1]
+    def _attach(self, preset: Any, items: list[Item], wanted: Wanted) -> list[Item]:
+        """The mask and the init image checked and recorded on the items, as the CLI's planning does."""
+        from diffcli.plan.attach import attach_init_image, attach_mask, read_inputs
+
         try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise RequestError(f"{name}: not valid base64", param=name) from None
+            inputs = read_inputs(preset)  # the uploads were decoded within the same bounds when written
+            items = attach_mask(preset, self.facts, inputs, items)
+        except UsageError as err:
+            if wanted.mask is None or isinstance(err, RequestError):
+                raise
+            raise RequestError(f"{wanted.mask[0]}: {err.message}" + (f" ({err.hint})" if err.hint else ""),
+                               param=wanted.mask[0]) from None
+        return attach_init_image(preset, self.facts, inputs, items)
+
+    def _write_upload(self, name: str, upload: str | bytes, paths: list[str]) -> str:
+        """The image (base64 text or bytes) decoded within img2img's bounds and written by its hash under the
+        server's folder; its path is added to `paths` (the caller releases them)."""
+        data = upload if isinstance(upload, bytes) else _base64(name, upload)
         if len(data) > MAX_BYTES:
             raise RequestError(f"{name}: larger than {MAX_BYTES // 2**20} MB, not read", param=name)
         try:
@@ -138,15 +150,28 @@ class Door:
         except UsageError as err:
             raise RequestError(err.message, param=name) from None
         suffix = next((s for magic, s in IMAGE_SUFFIXES if data.startswith(magic)), ".webp")
-        path = str(self.init_dir / f"init-{sha256_hex(data)[:32]}{suffix}")
+        path = str(self.init_dir / f"upload-{sha256_hex(data)[:32]}{suffix}")
         with self._lock:
             self._users[path] += 1
+            paths.append(path)
             if not Path(path).exists():
                 scratch = f"{path}.{secrets.token_hex(4)}.tmp"
                 with open(scratch, "wb") as handle:
                     handle.write(data)
                 os.replace(scratch, path)
         return path
+
+
+def _base64(name: str, text: str) -> bytes:
+    """A base64 image field (a `data:` URL prefix allowed) as bytes; bounded before decoding."""
+    if len(text) > MAX_BASE64_CHARS:
+        raise RequestError(f"{name}: larger than {MAX_BYTES // 2**20} MB, not read", param=name)
+    if text.startswith("data:") and "," in text[:100]:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{name}: not valid base64", param=name) from None
 
 
 def check_text(name: str, text: str) -> None:
@@ -161,11 +186,12 @@ def _named(err: UsageError, wanted: Wanted) -> RequestError:
     """A planning error as a RequestError whose `param` is the request's field for the key it names."""
     if isinstance(err, RequestError):
         return err
-    key = err.message.split(":", 1)[0].strip()
+    said = err.message.split()[0] if err.message.startswith("--") else err.message.split(":", 1)[0].strip()
+    key = said[2:].replace("-", "_") if said.startswith("--") else said  # "--strength 0 with ...": the key
     name = wanted.values.get(key, (None,))[0]
     message = err.message + (f" ({err.hint})" if err.hint else "")
-    if name and name != key:
-        message = f"{name} ({key}){message[len(key):]}"
+    if name and name != said:
+        message = (name if name == key else f"{name} ({key})") + message[len(said):]
     return RequestError(message, param=name or (key if key.isidentifier() else None))
 
 

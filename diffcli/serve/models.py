@@ -7,7 +7,7 @@ clients send every field).
 
 from __future__ import annotations
 
-from typing import Any, List, Literal, Optional
+from typing import Any, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -39,6 +39,15 @@ class OpenAIImageRequest(Strict):
     scheduler: Optional[str] = None
 
 
+class OpenAIEditRequest(OpenAIImageRequest):
+    """`POST /v1/images/edits` (form fields, read as the form's text): generations' fields plus diffcli's
+    strength, mask_blur and padding_mask_crop; the image and the mask come as files."""
+
+    strength: Optional[float] = None
+    mask_blur: Optional[int] = None
+    padding_mask_crop: Optional[int] = None
+
+
 OPENAI_DEFAULTS: dict[str, tuple[Any, ...]] = {  # OpenAI fields diffcli cannot honour: the values it accepts
     "quality": (None, "auto", "standard"),
     "style": (None,),
@@ -47,6 +56,7 @@ OPENAI_DEFAULTS: dict[str, tuple[Any, ...]] = {  # OpenAI fields diffcli cannot 
     "stream": (None, False),
     "partial_images": (None, 0),
 }
+EDIT_DEFAULTS: dict[str, tuple[Any, ...]] = {**OPENAI_DEFAULTS, "input_fidelity": (None, "low")}
 
 
 class A1111Txt2Img(Strict):
@@ -69,14 +79,22 @@ class A1111Txt2Img(Strict):
 
 
 class A1111Img2Img(A1111Txt2Img):
-    """`POST /sdapi/v1/img2img`: txt2img's fields plus one base64 init image and the strength."""
+    """`POST /sdapi/v1/img2img`: txt2img's fields plus one base64 init image and the strength, and for
+    inpainting a base64 mask and its settings."""
 
     init_images: List[str]
     denoising_strength: Optional[float] = None
     resize_mode: Optional[int] = 0
+    mask: Optional[str] = None
+    mask_blur: Optional[int] = None
+    mask_blur_x: Optional[int] = None
+    mask_blur_y: Optional[int] = None
+    inpainting_mask_invert: Optional[Union[bool, int]] = None
+    inpaint_full_res: Optional[Union[bool, int]] = None
+    inpaint_full_res_padding: Optional[int] = None
 
 
-A1111_IGNORED = frozenset({  # no effect on the pixels diffcli makes (or meaningless without a field refused below)
+A1111_IGNORED = frozenset({  # no effect on the pixels diffcli makes (or, on txt2img, meaningless without a mask)
     "do_not_save_samples", "do_not_save_grid", "comments", "disable_extra_networks", "include_init_images",
     "override_settings_restore_afterwards", "subseed", "firstphase_width", "firstphase_height", "hr_scale",
     "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_checkpoint_name", "hr_sampler_name",
@@ -96,12 +114,13 @@ A1111_DEFAULTS: dict[str, tuple[Any, ...]] = {  # A1111 fields diffcli cannot ho
 }
 
 
-def parse(model: type[Strict], body: Any) -> Any:
-    """The body as `model`, or a RequestError naming the first bad field."""
+def parse(model: type[Strict], body: Any, strict: bool = True) -> Any:
+    """The body as `model`, or a RequestError naming the first bad field; `strict=False` for form fields
+    (text: "5" is read as 5 where a number is expected)."""
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object", code="invalid_json")
     try:
-        return model.model_validate(body)
+        return model.model_validate(body, strict=strict)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None

@@ -1,7 +1,7 @@
 """OpenAI's Images API: `POST /v1/images/generations`, `GET /v1/models`, and the files `url` answers point at.
 
 Errors have OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`), so the official
-clients raise their usual exceptions. `/v1/images/edits` is not offered: it needs inpainting.
+clients raise their usual exceptions. `/v1/images/edits` is in openai_edits.py and answers as this does.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ async def get_model(request: Request, model: str) -> dict[str, Any]:
     return model_entry(service)
 
 
-def wanted_of(body: OpenAIImageRequest, service: Service) -> Wanted:
+def wanted_of(body: OpenAIImageRequest, service: Service,
+              defaults: dict[str, tuple[Any, ...]] = OPENAI_DEFAULTS) -> Wanted:
     """The request's settings as preset keys (diffcli's extras under their own names)."""
-    refuse_unsupported(body, OPENAI_DEFAULTS)
+    refuse_unsupported(body, defaults)
     if body.model is not None and body.model not in service.model_names:
         raise NotFound(f"model: '{body.model[:100]}' is not served here (this server serves '{service.model_id}')",
                        param="model", code="model_not_found")
@@ -70,9 +71,14 @@ def wanted_of(body: OpenAIImageRequest, service: Service) -> Wanted:
 @router.post("/v1/images/generations")
 async def generations(request: Request) -> dict[str, Any]:
     """Text to image; `b64_json` (default) or `url`; png (with A1111 and diffcli metadata), webp or jpeg."""
-    service = service_of(request)
     body = parse(OpenAIImageRequest, await read_json(request))
-    items = await plan(request, wanted_of(body, service))
+    return await answer(request, body, wanted_of(body, service_of(request)))
+
+
+async def answer(request: Request, body: OpenAIImageRequest, wanted: Wanted) -> dict[str, Any]:
+    """Plan, queue and wait; the images as OpenAI's response (generations and edits alike)."""
+    service = service_of(request)
+    items = await plan(request, wanted)
     result = await run_job(request, items)
     if result.interrupted:
         raise InterruptedRequest()

@@ -51,7 +51,7 @@ def cached_model(name: str, build) -> Path:
     digest.update(f"{diffusers.__version__} {transformers.__version__} {torch.__version__}".encode())
     root = Path(os.environ.get("DIFFCLI_TEST_CACHE") or Path.home() / ".cache" / "diffcli-tests")
     folder = root / f"{name}-{digest.hexdigest()[:16]}"
-    if (folder / "model_index.json").is_file():
+    if (folder / "model_index.json").is_file() or (folder / "config.json").is_file():  # a pipeline or one model
         return folder
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
@@ -91,6 +91,14 @@ def tiny_sdxl() -> Path:
     from tests.tiny import build_tiny_sd
 
     return cached_model("tiny-sdxl", lambda folder: build_tiny_sd(folder, xl=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet() -> Path:
+    """A tiny ControlNetModel fitting tiny_sd (tests/tiny.py)."""
+    from tests.tiny import build_tiny_controlnet
+
+    return cached_model("tiny-controlnet", build_tiny_controlnet)
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,8 @@ class Case:
 
 
 PROMPTS = ["txt2img", "--preset", "digits-text", "--quiet", "-o", "{dir}/out", "--prompts-file"]
+CONTROLNET_RUN = ["txt2img", "a handwritten digit 7", "--preset", "digits-text", "--quiet", "-o", "{dir}/out",
+                  "--controlnet", "{dir}/net", "--control-image"]
 BAD_LINES = "".join(f'{{"prompt": "p{i}", "stepz": 1}}\n' for i in range(25))
 
 CLI_CASES = [
@@ -118,6 +120,14 @@ CLI_CASES = [
          {"p.jsonl": '{"prompt": "a", "\\u001b]0;pwned\\u0007\\u001b[2J\\n": 1}\n'}, 2, "\\x1b]0;pwned\\x07\\x1b[2J\\n"),
     Case("prompts-file-name-escape", PROMPTS + ["{dir}/\u202eevil\x1b.txt"], {"\u202eevil\x1b.txt": "\n"}, 2,
          "\\u202eevil\\x1b.txt: no prompts"),
+    # ControlNet control images: read like init images, before any model loads
+    Case("control-image-dev-zero", CONTROLNET_RUN + ["/dev/zero"], {}, 2, "not found (or not a file)", absent="out"),
+    Case("control-image-fifo", CONTROLNET_RUN + ["{dir}/c.png"], {"c.png": _fifo}, 2, "not found (or not a file)",
+         absent="out"),
+    Case("control-image-over-64mib", CONTROLNET_RUN + ["{dir}/c.png"], {"c.png": _sparse(65 << 20)}, 2,
+         "larger than 64 MB", absent="out"),
+    Case("control-image-name-escape", CONTROLNET_RUN + ["{dir}/\u202ec\x1b.png"], {"\u202ec\x1b.png": "x"}, 2,
+         "\\u202ec\\x1b.png: not a readable image", absent="out"),
     # inspect: typos never go to the hub; hub ids fail fast and in one line
     Case("inspect-typo", ["inspect", "digts-text"], {}, 2, "unknown preset or model 'digts-text'; did you mean digits-text?",
          seconds=8, env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}),

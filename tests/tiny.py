@@ -75,6 +75,31 @@ def build_tiny_sd(folder: Path, seed: int = 0, xl: bool = False, inpaint: bool =
     return folder
 
 
+def build_tiny_controlnet(folder: Path, xl: bool = False, seed: int = 1) -> Path:
+    """A tiny ControlNetModel fitting `build_tiny_sd`'s UNet (SDXL's with `xl`), made with diffusers'
+    `ControlNetModel.from_unet`; its zero-initialised output convolutions (controlnet_down_blocks,
+    controlnet_mid_block) and the control image's embedding (whose conv_out starts at zero too) get random
+    N(0, 0.3) weights, so the control image really changes the picture."""
+    import tempfile
+
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    with tempfile.TemporaryDirectory() as scratch:
+        build_tiny_sd(Path(scratch) / "sd", xl=xl)
+        unet = UNet2DConditionModel.from_pretrained(Path(scratch) / "sd" / "unet")
+    torch.manual_seed(seed)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16))  # 2x down: the tiny VAE's
+    with torch.no_grad():
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            conv.weight.normal_(0, 0.3)
+            conv.bias.normal_(0, 0.1)
+        for parameter in net.controlnet_cond_embedding.parameters():
+            parameter.normal_(0, 0.3)
+    net.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_upscaler(folder: Path, scale: int = 4, seed: int = 0) -> Path:
     """A tiny StableDiffusionUpscalePipeline (`scale` 4: pixels condition a 7-channel UNet, VAE factor 4) or
     StableDiffusionLatentUpscalePipeline (`scale` 2: a K-UNet on the source's latents, VAE factor 2), shaped as

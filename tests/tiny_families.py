@@ -207,6 +207,29 @@ def build_tiny_lumina2(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_transformer_controlnet(folder: Path, family: str, seed: int = 1) -> Path:
+    """A FluxControlNetModel or SD3ControlNetModel fitting the tiny Flux or SD3 transformer above; its
+    zero-initialised layers (the control input embedding, the output blocks) get random N(0, 0.3) weights."""
+    import torch
+    from diffusers import FluxControlNetModel, SD3ControlNetModel
+
+    torch.manual_seed(seed)
+    if family == "flux":
+        net = FluxControlNetModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                  attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                  pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=True)
+    else:
+        net = SD3ControlNetModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=6,
+                                 num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=24,
+                                 pooled_projection_dim=64)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if name.startswith(("controlnet_", "pos_embed_input")):
+                parameter.normal_(0, 0.3)
+    net.save_pretrained(folder)
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sd3": build_tiny_sd3,
     "flux": build_tiny_flux,

@@ -48,9 +48,9 @@ def key_parameter(name: str) -> inspect.Parameter:
         flag = key.flag or ""
         decls = [f"{flag}/--no-{flag[2:]}"]
         annotation = Annotated[Optional[bool], typer.Option(*decls, help=help_text)]
-    elif key.type is list:  # repeatable: --lora A --lora B:0.5
+    elif key.type is list:  # repeatable: --lora A --lora B:0.5, --controlnet A --controlnet B
         annotation = Annotated[Optional[List[str]], typer.Option(*decls, help=help_text, show_default=False,
-                                                             metavar="PATH[:WEIGHT]")]
+                                                             metavar=metavar_of(key))]
     else:
         annotation = Annotated[Optional[key.type], typer.Option(*decls, help=help_text, show_default=False,
                                                                 metavar=metavar_of(key))]
@@ -61,8 +61,10 @@ def metavar_of(key: Any) -> str:
     """A conventional metavar: the choices (`plain|weighted`), else INTEGER, NUMBER, PATH or TEXT."""
     if key.choices:
         return "|".join(str(choice) for choice in key.choices)
-    if key.name in ("model", "output", "init_image", "config"):
-        return "PATH" if key.name != "model" else "MODEL"
+    if key.name == "loras":
+        return "PATH[:WEIGHT]"
+    if key.name in ("model", "output", "init_image", "config", "controlnet", "control_image"):
+        return "MODEL" if key.name in ("model", "controlnet") else "PATH"
     return {int: "INTEGER", float: "NUMBER"}.get(key.type, "TEXT")
 
 
@@ -126,5 +128,5 @@ VaryOpt = Annotated[Optional[List[str]], typer.Option(
     help="Compare values: every combination with the same seeds, one labelled grid (repeatable: rows, columns, "
          "one grid per value). Keys: scheduler, steps, guidance_scale, seed, prompt, negative_prompt, "
          "noise_level (upscale), width, "
-         "height, strength (img2img, inpaint), lora_weight, prompt_syntax, scheduler_options.NAME; quote a value that has "
-         "a comma.")]
+         "height, strength (img2img, inpaint), lora_weight, prompt_syntax, control_scale, scheduler_options.NAME; "
+         "quote a value that has a comma.")]

@@ -12,6 +12,17 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ControlNets:
+    """A family's ControlNets in diffusers: the model class, and the pipelines `from_pipe` builds per task."""
+
+    model: str                         # ControlNetModel | FluxControlNetModel | SD3ControlNetModel
+    txt2img: str
+    img2img: str | None = None
+    inpaint: str | None = None
+    matching: tuple[str, ...] = ()     # config keys a ControlNet shares with the denoiser (must be equal)
+
+
+@dataclass(frozen=True)
 class Family:
     """A pipeline family: the UNet pipelines (epsilon/v) or a flow-matching transformer."""
 
@@ -32,6 +43,7 @@ class Family:
     long_tokenizer: str | None = None          # the T5 tokenizer whose max_sequence_length cuts prompts
     optional: tuple[str, ...] = ()             # text encoders/tokenizers the pipeline runs without
     sample_size: int | None = None             # a fixed default latent side the pipeline assumes (Flux: 128)
+    controlnet: ControlNets | None = None      # its ControlNet pipelines (None: ControlNets are refused)
 
     def patch(self, denoiser_config: dict[str, Any]) -> int:
         """The denoiser's patch size (1 for UNets; Flux's 2x2 packing counts as 2)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffcli.families.base import Family
+from diffcli.families.base import ControlNets, Family
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,11 @@ class Packed(Family):
 FLUX = Packed("flux", ("FluxPipeline",), denoiser="transformer", flow=True, packed=True,
               text_encoders="CLIP-L (pooled, 77 tokens) + T5 (max_sequence_length)",
               img2img="FluxImg2ImgPipeline", inpaint="FluxInpaintPipeline",
-              custom_sigmas=True, cache_hooks="mixin", long_tokenizer="tokenizer_2", sample_size=128)
+              custom_sigmas=True, cache_hooks="mixin", long_tokenizer="tokenizer_2", sample_size=128,
+              controlnet=ControlNets("FluxControlNetModel", "FluxControlNetPipeline", "FluxControlNetImg2ImgPipeline",
+                                     "FluxControlNetInpaintPipeline",
+                                     ("in_channels", "joint_attention_dim", "pooled_projection_dim",
+                                      "attention_head_dim", "num_attention_heads")))
 CHROMA = Packed("chroma", ("ChromaPipeline",), denoiser="transformer", flow=True, packed=True,
                 text_encoders="T5 (max_sequence_length)", img2img="ChromaImg2ImgPipeline",
                 custom_sigmas=True, cache_hooks="mixin",  # no inpaint: diffusers' ChromaInpaintPipeline reads

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from diffcli.families.base import Family
+from diffcli.families.base import ControlNets, Family
 
 SD3 = Family("sd3", ("StableDiffusion3Pipeline",), denoiser="transformer", flow=True,
              text_encoders="CLIP-L + CLIP-G (77 tokens) + T5 (max_sequence_length)",
              img2img="StableDiffusion3Img2ImgPipeline", inpaint="StableDiffusion3InpaintPipeline",
              dynamic_mu=True, cache_hooks="one-context", long_tokenizer="tokenizer_3",
-             optional=("text_encoder_3", "tokenizer_3"))  # SD3 runs without T5 (less memory)
+             optional=("text_encoder_3", "tokenizer_3"),  # SD3 runs without T5 (less memory)
+             # txt2img only: diffusers' SD3 ControlNet inpainting pipeline is for inpainting ControlNets (the
+             # control image is the masked image), and it has no image-to-image one
+             controlnet=ControlNets("SD3ControlNetModel", "StableDiffusion3ControlNetPipeline", None, None,
+                                    ("patch_size", "in_channels", "joint_attention_dim", "pooled_projection_dim",
+                                     "attention_head_dim", "num_attention_heads")))

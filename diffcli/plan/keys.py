@@ -25,7 +25,7 @@ TRUST_KEYS = frozenset({"allow_pickle", "offline", "output", "threads", "device"
                         "backend"})
 # Keys a prompts-file line (or a --vary axis) may set per image.
 PER_IMAGE_KEYS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength",
-                  "lora_weight")
+                  "lora_weight", "control_scale")
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,18 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("noise_level", int, None, "upscale, x4 upscaler: noise added to the image before upscaling, up to the "
        "model's max_noise_level (350): more noise, more invented detail (default: the pipeline's own, 20).",
        nullable=True, low=0, high=1000, flag="--noise-level"),
+    _k("controlnet", list, (), "ControlNet: a hub id or local diffusers ControlNet folder (repeatable for several; "
+       "safetensors unless allow_pickle; relative paths resolve against the preset file).", flag="--controlnet"),
+    _k("control_image", list, (), "ControlNet: the control image, one per --controlnet in the same order (read like "
+       "init_image, fitted to width x height).", flag="--control-image"),
+    _k("control", str, "none", "ControlNet: preprocess the control images: none (used as they are) | canny (OpenCV "
+       "Canny edges, thresholds 100/200; needs the control extra).", choices=("none", "canny"), flag="--control"),
+    _k("control_scale", float, 1.0, "ControlNet: how strongly the control image steers (A1111's Weight; per image: a "
+       "prompts-file line or --vary may set it).", low=0, high=2, flag="--control-scale"),
+    _k("control_start", float, 0.0, "ControlNet: fraction of the steps after which it starts acting.", low=0, high=1,
+       flag="--control-start"),
+    _k("control_end", float, 1.0, "ControlNet: fraction of the steps after which it stops (above --control-start).",
+       low=0, high=1, flag="--control-end"),
     _k("seed", int, 0, "Seed of image 0; image i uses seed + i.", low=0, high=SEED_MAX, flag="--seed"),
     _k("num_images", int, 1, "Images to make (per prompt).", low=1, high=100000, flag="--num-images", short="-n"),
     _k("batch_size", int, 1, "Images per forward pass.", low=1, high=1024, flag="--batch-size", short="-b"),
@@ -196,10 +208,14 @@ def check_value(name: str, value: Any) -> Any:
             raise ValueError(f"expected a finite number, got {value}")
         _check_bounds(key, value, "a number")
         return value
-    if key.type is list:  # `loras` only: its entries are checked in plan/loras.py
+    if key.type is list and name == "loras":  # its entries are checked in plan/loras.py
         from diffcli.plan.loras import check_loras
 
         return check_loras(value)
+    if key.type is list:  # controlnet, control_image: paths or hub ids
+        from diffcli.plan.control import check_paths
+
+        return check_paths(value)
     if key.type is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ValueError(f"expected a mapping of option names to values, got {_show(value)}")

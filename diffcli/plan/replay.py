@@ -26,7 +26,8 @@ REPLAYED_KEYS = ("model", "revision", "variant", "task", "scheduler", "scheduler
                  "upscale_image", "noise_level",
                  "steps", "width", "height", "prompt", "negative_prompt", "guidance_scale", "init_image", "strength",
                  "config", "loras", "prompt_syntax", "step_cache", "max_sequence_length", "mask_image", "mask_blur",
-                 "padding_mask_crop", "invert_mask", "hires", "hires_steps", "hires_strength", "hires_upscaler")
+                 "padding_mask_crop", "invert_mask", "hires", "hires_steps", "hires_strength", "hires_upscaler",
+                 "controlnet", "control_image", "control", "control_scale", "control_start", "control_end")
 MAX_CELL_KEYS = 8
 
 
@@ -42,6 +43,7 @@ class ReplayRecord:
     cell: tuple[tuple[str, str], ...] = ()  # a --vary cell: (key, JSON value) pairs
     mask_sha256: str = ""  # inpaint: the mask's recorded hash
     upscale_sha256: str = ""  # upscale: the source image's recorded hash
+    control_sha256: tuple[str, ...] = ()  # ControlNet: each control image's recorded hash
 
 
 def read_record(image: Path) -> ReplayRecord:
@@ -108,7 +110,8 @@ def validate_record(record: Any, shown: str) -> ReplayRecord:
         values["vae_tiling"] = True                                     # memory, so replay keeps it
     return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index, init_sha256=init_sha256,
                         cell=_cell(record.get("cell", []), values, shown), mask_sha256=mask_sha256,
-                        upscale_sha256=upscale_sha256)
+                        upscale_sha256=upscale_sha256,
+                        control_sha256=_control_sha256(record, values, shown))
 
 
 def _cell(cell: Any, values: dict[str, Any], shown: str) -> tuple[tuple[str, str], ...]:
@@ -138,6 +141,16 @@ def _cell(cell: Any, values: dict[str, Any], shown: str) -> tuple[tuple[str, str
     return tuple(pairs)
 
 
+def _control_sha256(record: dict[str, Any], values: dict[str, Any], shown: str) -> tuple[str, ...]:
+    """One recorded sha256 per control image (none without ControlNets)."""
+    paths, infos = values.get("control_image") or (), record.get("control_image")
+    if not paths:
+        return ()
+    if not isinstance(infos, list) or len(infos) != len(paths):
+        raise UsageError(f"{shown}: diffcli metadata: control_image: expected one sha256 per control image")
+    return tuple(_init_sha256({"control_image": info}, shown, "control_image") for info in infos)
+
+
 def _init_sha256(record: dict[str, Any], shown: str, key: str = "init_image") -> str:
     info = record.get(key)
     sha = info.get("sha256") if isinstance(info, dict) else None
@@ -147,14 +160,16 @@ def _init_sha256(record: dict[str, Any], shown: str, key: str = "init_image") ->
 
 
 def check_init_image(record: ReplayRecord, user_sets: dict[str, Any]) -> None:
-    """An img2img record's init image (and an inpaint record's mask) is used from its recorded path only if its
-    sha256 still matches."""
+    """An img2img record's init image (an inpaint record's mask, a ControlNet record's control images) is used
+    from its recorded path only if its sha256 still matches."""
     from diffcli.plan.init_image import read_bytes, sha256_hex
 
-    for key, what, sha in (("init_image", "init image", record.init_sha256),
-                           ("mask_image", "mask", record.mask_sha256),
-                           ("upscale_image", "source image", record.upscale_sha256)):
-        path = record.values.get(key)
+    controls = tuple(zip(record.values.get("control_image") or (), record.control_sha256))
+    for key, what, path, sha in (("init_image", "init image", record.values.get("init_image"), record.init_sha256),
+                                 ("mask_image", "mask", record.values.get("mask_image"), record.mask_sha256),
+                                 ("upscale_image", "source image", record.values.get("upscale_image"),
+                                  record.upscale_sha256),
+                                 *(("control_image", "control image", path, sha) for path, sha in controls)):
         if not path or key in user_sets:
             continue
         shown = escape_control(str(path))

@@ -111,9 +111,13 @@ def check_component_configs(folder: Path, index: dict[str, Any]) -> None:
             path = folder / name / filename
             if not path.exists() and not path.is_symlink():
                 continue
-            config = read_json(path, filename)
-            found = _oversized(config)
-            if found:
-                key, value, limit = found
-                raise ModelError(f"{escape_control(str(path))}: config asks for {key} {one_line(repr(value), 60)}, "
-                                 f"more than diffcli allows ({limit:,})")
+            check_sizes(read_json(path, filename), path)
+
+
+def check_sizes(config: Any, path: Path) -> None:
+    """Refuse a config (read from `path`) asking for a size-like value above diffcli's limits."""
+    found = _oversized(config)
+    if found:
+        key, value, limit = found
+        raise ModelError(f"{escape_control(str(path))}: config asks for {key} {one_line(repr(value), 60)}, "
+                         f"more than diffcli allows ({limit:,})")

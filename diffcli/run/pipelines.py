@@ -176,6 +176,10 @@ def load_pipeline(preset: Preset, task: str | None) -> LoadedPipeline:
     from diffcli.run.loras import apply_loras
 
     apply_loras(pipe, preset.loras, preset.allow_pickle, offline)  # before compile and offload hooks
+    if preset.controlnet:
+        from diffcli.run.controlnet import load_controlnets
+
+        load_controlnets(pipe, preset, device, dtype, offline)
 
     apply_levers(pipe, preset, device)
     if hasattr(pipe, "set_progress_bar_config"):

@@ -209,6 +209,7 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
         kwargs = {k: v for k, v in kwargs.items() if k not in ("width", "height")}
         return sample_txt2img(pipe, {**kwargs, **upscale_kwargs(pipe, batch)}, first.steps, on_step, want_x0,
                               family=family, size=(first.width, first.height))
+    from diffcli.run.controlnet import with_control  # with ControlNets: the family's ControlNet pipelines
     from diffcli.run.img2img import image_pipeline, init_images
 
     if first.inpaint is not None:  # inpaint: the inpainting pipeline on the same modules (or the model's own)
@@ -216,11 +217,12 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
 
         kwargs.update(inpaint_kwargs(pipe, batch))
         with model_refusals(pipe):
-            return _image_pass(inpaint_pipeline(pipe), kwargs, first.steps, first.run_steps, on_step, want_x0,
-                               family)
+            return _image_pass(*with_control(inpaint_pipeline(pipe), pipe, "inpaint", kwargs, batch), first.steps,
+                               first.run_steps, on_step, want_x0, family)
     if first.strength is not None:  # img2img: diffusers' image-to-image pipeline on the same modules
         kwargs.update(image=init_images(pipe, batch), strength=first.strength)
-        return _image_pass(image_pipeline(pipe), kwargs, first.steps, first.run_steps, on_step, want_x0, family)
+        return _image_pass(*with_control(image_pipeline(pipe), pipe, "img2img", kwargs, batch), first.steps,
+                           first.run_steps, on_step, want_x0, family)
     if first.hires is not None:  # hires fix: txt2img, upscale, then an img2img pass at the new size
         from diffcli.run.hires import first_pass_kwargs, second_pass_kwargs, upscale
 
@@ -229,7 +231,8 @@ def sample_batch(pipe: Any, task: str, batch: list[Any], generators: list[Any], 
         second = second_pass_kwargs(kwargs, upscale(pipe, made, batch), batch)
         return _image_pass(image_pipeline(pipe), second, first.hires.steps, first.hires.run_steps, None, False,
                            family)
-    return sample_txt2img(pipe, kwargs, first.steps, on_step, want_x0, family=family)
+    return sample_txt2img(*with_control(pipe, pipe, "txt2img", kwargs, batch), first.steps, on_step, want_x0,
+                          family=family)
 
 
 def _image_pass(image_pipe: Any, kwargs: dict[str, Any], steps: int, run_steps: int, on_step: StepCallback | None,

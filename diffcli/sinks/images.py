@@ -37,6 +37,10 @@ def image_entry(item: Item, path: str, existing: bool = False) -> dict[str, Any]
         entry["upscale"] = {"image": spec.image, "scale": spec.scale, "source_width": spec.source_width,
                             "source_height": spec.source_height, "noise_level": spec.noise_level,
                             "vae_tiling": spec.vae_tiling}
+    if item.control is not None:
+        entry["controlnet"] = [{"model": model, "control_image": image} for model, image
+                               in zip(item.control.models, item.control.images)]
+        entry["control_scale"] = item.control_scale
     if item.hires is not None:  # the file's size is the hires pass's
         entry["hires"] = {"scale": item.hires.scale, "width": item.hires.width, "height": item.hires.height,
                           "steps": item.hires.steps, "strength": item.hires.strength,
@@ -83,6 +87,12 @@ def replay_record(run: RunInfo, item: Item) -> dict[str, Any]:
         source = item.upscale
         preset.update(upscale_image=source.image, noise_level=source.noise_level, vae_tiling=source.vae_tiling)
         record["upscale_image"] = {"name": Path(source.image).name, "sha256": source.sha256}
+    if item.control is not None:  # ControlNet: the control images are found by their hashes too
+        spec = item.control
+        preset.update(controlnet=list(spec.models), control_image=list(spec.images), control=spec.module,
+                      control_scale=item.control_scale, control_start=spec.start, control_end=spec.end)
+        record["control_image"] = [{"name": Path(path).name, "sha256": sha}
+                                   for path, sha in zip(spec.images, spec.sha256)]
     if item.hires is not None:
         preset.update(hires=item.hires.scale, hires_steps=item.hires.steps, hires_strength=item.hires.strength,
                       hires_upscaler=item.hires.upscaler)
@@ -112,6 +122,10 @@ def png_text(run: RunInfo, item: Item) -> dict[str, str]:
 
         fields.update({"Denoising strength": item.hires.strength, "Hires upscale": item.hires.scale,
                        "Hires steps": item.hires.steps, "Hires upscaler": UPSCALER_LABELS[item.hires.upscaler]})
+    if item.control is not None:  # sd-webui-controlnet's fields
+        from diffcli.plan.control import a1111_units
+
+        fields.update(a1111_units(item.control, item.control_scale if item.control_scale is not None else 1.0))
     prompt = item.prompt
     if item.loras:  # A1111 and Civitai read LoRAs from `<lora:name:weight>` in the prompt
         from diffcli.plan.loras import prompt_tags

@@ -21,6 +21,33 @@ from diffcli.cli.options import JsonOpt, OfflineOpt, OverwriteOpt, PickleOpt, Qu
 EXIT_CODES = ("Exit codes: 0 ok, 1 internal error or not enough memory, 2 usage or invalid preset, "
               "3 model not found or not loadable, 4 output problem, 130 interrupted (143 on SIGTERM).")
 
+
+CONVENTIONAL = {"int": "INTEGER", "int range": "INTEGER", "float": "NUMBER", "float range": "NUMBER", "path": "PATH",
+                "str": "TEXT"}
+
+
+def _conventional_metavars() -> None:
+    """Help reads `PROMPT`, `IMAGE`, `--steps INTEGER`, the convention, not Typer 0.2x's `PROMPT <str>` and
+    `--steps <int>` (Typer has no setting for it: arguments drop the type label, options without a metavar
+    show the conventional one)."""
+    from typer.core import TyperArgument, TyperOption
+
+    def option_label(self: TyperOption, ctx: object) -> str | None:
+        if self.metavar is not None:
+            return self.metavar
+        shown = self.display_type(ctx)  # type: ignore[arg-type]
+        return CONVENTIONAL.get(shown.strip("<>"), shown) if shown else shown
+
+    def usage_name(self: TyperArgument) -> str:  # `train TARGET`, not `train {TARGET}`; optional ones `[PROMPT]`
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+    TyperArgument._usage_display_name = usage_name  # type: ignore[method-assign]
+    TyperOption.display_type_rich = option_label  # type: ignore[method-assign]
+
+
+_conventional_metavars()
 app = typer.Typer(
     name="diffcli",
     help="Scriptable image generation with Hugging Face Diffusers.",
@@ -189,9 +216,10 @@ def train_cmd(
     emitter.document({"status": "ok", **summary}, [str(summary["output"])])
 
 
-from diffcli.cli import generating, replaying  # noqa: E402  (commands register themselves on `app`)
+from diffcli.cli import generating, replaying, upscaling  # noqa: E402  (commands register themselves on `app`)
 
 generating.register(app)
+upscaling.register(app)
 replaying.register(app)
 
 from diffcli.cli import gallery_cmd as _gallery_cmd  # noqa: E402  (registers `diffcli gallery`)

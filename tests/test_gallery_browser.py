@@ -130,3 +130,35 @@ def test_gallery_in_headless_chromium(outputs, tmp_path):
     finally:
         driver.quit()
     print(f"screenshots: {tmp_path / 'gallery.png'} {tmp_path / 'gallery-viewer.png'}")
+
+
+def test_grid_thumbnails_show_the_whole_grid(tmp_path):
+    """Wide, tall and small grids: every card's picture fills its square frame and is letterboxed inside it
+    (object-fit: contain), so no row or label is cut off (a 3x3 --vary grid once lost a row)."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from tests.test_gallery import GRID_AXES, png
+
+    chunks = {"diffcli-grid": json.dumps(GRID_AXES)}
+    for name, size in (("grid-wide.png", (1290, 360)), ("grid-tall.png", (260, 882)), ("grid-small.png", (60, 40)),
+                       ("grid-big.png", (900, 800))):
+        png(tmp_path / name, size=size, replay=False, chunks=chunks)
+    build_gallery(tmp_path)
+    driver = _browser()
+    try:
+        driver.get((tmp_path / "index.html").as_uri())
+        driver.execute_script("document.querySelectorAll('img').forEach(i => i.scrollIntoView())")
+        assert len(_loaded(driver, driver.find_element(By.TAG_NAME, "body"))) == 4
+        boxes = driver.execute_script("""return Array.from(document.querySelectorAll('.card')).map(card => {
+            const frame = card.querySelector('.frame').getBoundingClientRect();
+            const img = card.querySelector('img'), box = img.getBoundingClientRect();
+            return [img.getAttribute('alt'), [frame.left, frame.top, frame.width, frame.height],
+                    [box.left, box.top, box.width, box.height], getComputedStyle(img).objectFit]; })""")
+        assert len(boxes) == 4
+        for alt, frame, box, fit in boxes:
+            assert fit == "contain", alt
+            assert all(abs(a - b) <= 1 for a, b in zip(frame, box)), (alt, frame, box)  # inside, nothing clipped
+    finally:
+        driver.quit()

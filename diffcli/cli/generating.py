@@ -55,8 +55,10 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
     from diffcli.plan.presets import resolve
     from diffcli.plan.vary import parse_vary
     from diffcli.run.commands import plan_items, run_generation
+    from diffcli.sinks.preview import NO_COLOR_REASON, preview_blocker, preview_request
 
     policy = policy_of(run)
+    preview = preview_request(run["preview"], run["preview_every"])
     axes = parse_vary(vary or [])
     if prompt is not None and not prompt.strip():
         raise UsageError("the prompt is empty or only whitespace")
@@ -93,8 +95,10 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
 
     for message in prompt_warnings(preset, planned[1], planned[0]) + mask_warnings(planned[1]):
         emitter.warn(message)  # CLIP's silent truncation and a mask that repaints nothing, said out loud
+    if preview is not None and preview_blocker(run["quiet"] or run["as_json"]) == NO_COLOR_REASON:
+        emitter.warn("--preview is off: NO_COLOR is set (a preview without colour shows nothing)")
     report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"],
-                            planned=planned)
+                            planned=planned, preview=preview)
     if preset.gallery and report.extra.get("output"):
         from diffcli.sinks.gallery import update_gallery
 

@@ -76,6 +76,11 @@ PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", metavar="NAM
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", metavar="KEY=VALUE", help="Set a preset key: key=value (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or narration on stderr.")]
+PreviewOpt = Annotated[bool, typer.Option("--preview", help=(
+    "Show the image forming above the progress bar, then the final images (the preview extra; only in a "
+    "terminal, off with --json, --quiet and NO_COLOR)."))]
+PreviewEveryOpt = Annotated[Optional[int], typer.Option("--preview-every", metavar="INTEGER", help=(
+    "Preview every N steps (implies --preview) [default: steps / 8]."))]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing images.")]
 SkipOpt = Annotated[bool, typer.Option("--skip-existing",
                                        help="Keep images that exist (listed with \"existing\": true); make the rest.")]
@@ -89,6 +94,7 @@ OutputPathOpt = Annotated[Optional[str], typer.Option("--output", "-o", metavar=
 RUN_PARAMETERS = (
     _param("preset", PresetOpt, None), _param("sets", SetOpt, None), _param("overwrite", OverwriteOpt, False),
     _param("skip_existing", SkipOpt, False), _param("as_json", JsonOpt, False), _param("quiet", QuietOpt, False),
+    _param("preview", PreviewOpt, False), _param("preview_every", PreviewEveryOpt, None),
 )
 
 

@@ -45,8 +45,9 @@ def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | N
 
 
 def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool = False,
-                vary_items: list[Item] | None = None) -> list[Any]:
-    """Progress, images, and (as the run asks) frames, trace sheet/animation, and the grid."""
+                vary_items: list[Item] | None = None, preview: int | None = None) -> list[Any]:
+    """Progress, images, and (as the run asks) the live preview (`preview`: None off, N every N steps, 0 about
+    eight per image), frames, trace sheet/animation, and the grid."""
     from diffcli.sinks.frames import FrameSink
     from diffcli.sinks.grid import GridSink
     from diffcli.sinks.images import ImageSink
@@ -54,6 +55,11 @@ def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool 
     from diffcli.sinks.trace import TraceSink
 
     sinks: list[Any] = [ProgressSink(quiet)]
+    if preview is not None:  # first: it asks the terminal what it can draw before the bars start (rank 0 only)
+        from diffcli.run.ranks import current
+        from diffcli.sinks.preview import preview_sinks
+
+        sinks[:0] = preview_sinks(preview, quiet or (ranks and not current().is_main), sinks[0])
     if preset.every is not None:
         kinds = ("x_t", "x0") if preset.show == "both" else (preset.show,)
         trace = TraceSink(preset.animation, preset.frame_duration) if command == "denoise-trace" else None
@@ -73,7 +79,7 @@ def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool 
 
 def run_generation(command: str, preset: Any, wanted_task: str | None, lines: list[PromptLine] | None = None,
                    policy: str = "new", quiet: bool = True, loaded: Any = None,
-                   planned: tuple[ModelFacts, list[Item]] | None = None) -> Report:
+                   planned: tuple[ModelFacts, list[Item]] | None = None, preview: int | None = None) -> Report:
     """Plan (unless `planned`), then make the items; `loaded` reuses an already loaded pipeline."""
     facts, items = planned or plan_items(preset, wanted_task, lines)
     folder = OutputFolder(Path(preset.output) if preset.output else None, command, policy)
@@ -81,7 +87,7 @@ def run_generation(command: str, preset: Any, wanted_task: str | None, lines: li
 
     ranks = current()
     vary = bool(items and items[0].cell)
-    sinks = build_sinks(command, preset, len(items), quiet, ranks is not None, items if vary else None)
+    sinks = build_sinks(command, preset, len(items), quiet, ranks is not None, items if vary else None, preview)
     report = execute(command, facts.task, preset.replace(task=facts.task), items, folder, sinks, facts.name, loaded,
                      scheduler_config=facts.scheduler_config)
     if ranks is not None and ranks.is_main and preset.grid and vary:

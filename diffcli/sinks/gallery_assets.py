@@ -21,10 +21,10 @@ background:var(--card);color:inherit}
 flex-direction:column;content-visibility:auto;contain-intrinsic-size:auto 210px auto 420px}
 .card[hidden]{display:none}
 .card:focus{outline:3px solid var(--accent);outline-offset:2px}
-.frame{aspect-ratio:1;display:grid;place-items:center;overflow:hidden;cursor:zoom-in;
+.frame{position:relative;aspect-ratio:1;display:grid;place-items:center;overflow:hidden;cursor:zoom-in;
 background:repeating-conic-gradient(#8882 0 25%,transparent 0 50%) 0 0/16px 16px}
-.frame img{max-width:100%;max-height:100%;object-fit:contain}
-img.px{image-rendering:pixelated;width:100%;height:100%}
+.frame img{position:absolute;inset:0;width:100%;height:100%;object-fit:contain}
+img.px{image-rendering:pixelated}
 .frame.broken{cursor:default;padding:1rem;text-align:center;color:#b3261e;font-weight:600}
 .meta{padding:.5rem .7rem .7rem;display:flex;flex-direction:column;gap:.3rem;overflow-wrap:anywhere}
 .meta p{margin:0}

@@ -23,16 +23,18 @@ class ProgressSink:
         self._images_task: Any = None
         self._steps_task: Any = None
         self._batch_first: int | None = None
+        self.refresh_per_second = 10.0  # how often the bars (and what is shown above them) are redrawn
         self._started = time.perf_counter()
 
     def start(self, run: RunInfo) -> None:
         self.total = run.total
         if not self.quiet and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+            self._bar = _bars_class()(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+                                      refresh_per_second=self.refresh_per_second)
             self._bar.start()
             self._images_task = self._bar.add_task(self.label, total=self.total)
             self._steps_task = self._bar.add_task("steps", total=1)
@@ -55,8 +57,39 @@ class ProgressSink:
             elapsed = time.perf_counter() - self._started
             print(f"{self.label} {self.done}/{self.total} done ({elapsed:.1f}s)", file=sys.stderr, flush=True)
 
+    @property
+    def console(self) -> Any:
+        """The bars' rich console on stderr (None without bars)."""
+        return self._bar.console if self._bar is not None else None
+
+    def show_above(self, renderable: Any) -> None:
+        """Keep `renderable` drawn just above the bars, redrawn with them (None removes it)."""
+        if self._bar is not None:
+            self._bar.above = renderable
+            self._bar.refresh()
+
+    def print_above(self, renderable: Any) -> None:
+        """Print `renderable` once above the bars (it scrolls away with the terminal's history)."""
+        if self._bar is not None:
+            self._bar.console.print(renderable)
+
     def close(self, completed: bool) -> dict[str, list[dict[str, Any]]]:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
         return {}
+
+
+def _bars_class() -> Any:
+    """rich's Progress with one extra renderable (`above`, e.g. the live preview) drawn over its bars."""
+    from rich.progress import Progress
+
+    class Bars(Progress):
+        above: Any = None
+
+        def get_renderables(self) -> Any:
+            if self.above is not None:
+                yield self.above
+            yield from super().get_renderables()
+
+    return Bars

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,6 +14,7 @@ from diffcli.cli.options import GENERATION_KEYS, PROMPT_KEYS, TRACE_KEYS, Prompt
 
 INPAINT_KEYS = ("mask_blur", "padding_mask_crop", "invert_mask")
 HIRES_KEYS = ("hires", "hires_strength", "hires_steps", "hires_upscaler")
+CONTROL_KEYS = ("controlnet", "control_image", "control", "control_scale", "control_start", "control_end")
 from diffcli.errors import UsageError
 
 BUILTIN_NOTES = {
@@ -22,7 +22,6 @@ BUILTIN_NOTES = {
     "digits-trace": "a tiny model of 16x16 handwritten digits, 1000 DDPM steps",
     "digits-text": "a tiny text-to-image model that draws handwritten digits 0-9 at 16x16",
 }
-DIGIT_WORDS = re.compile(r"\b([0-9]|zero|one|two|three|four|five|six|seven|eight|nine)\b", re.IGNORECASE)
 
 
 def policy_of(run: dict[str, Any]) -> str:
@@ -50,11 +49,11 @@ def human_lines(report: Any) -> list[str]:
 def generate(command: str, default_preset: str, wanted: str | None, flags: dict[str, Any], run: dict[str, Any],
              emitter: Emitter, prompt: str | None = None, prompts_file: Path | None = None,
              vary: list[str] | None = None) -> None:
-    """Resolve, tell the user what a fallback means, run, and emit the report."""
-    from diffcli.plan.items import PromptLine
+    """Resolve, plan, tell the user what a fallback means, run, and emit the report."""
     from diffcli.plan.presets import resolve
     from diffcli.plan.vary import parse_vary
-    from diffcli.run.commands import plan_items, run_generation
+    from diffcli.run.commands import all_kept, plan_run, run_generation
+    from diffcli.sinks.folder import OutputFolder
     from diffcli.sinks.preview import NO_COLOR_REASON, preview_blocker, preview_request
 
     policy = policy_of(run)
@@ -73,32 +72,21 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
         from diffcli.plan.prompts import read_prompts_file
 
         lines = read_prompts_file(prompts_file)
-    elif preset.prompt is not None and preset.prompt.strip():
-        lines = [PromptLine(prompt=preset.prompt.strip())]
-    from diffcli.sinks.folder import OutputFolder
-
-    OutputFolder(Path(preset.output) if preset.output else None, command, policy).check()  # before reading the model
-    planned = plan_items(preset, wanted, lines, axes=axes)  # usage and model errors come before any narration
+    folder = OutputFolder(Path(preset.output) if preset.output else None, command, policy)
+    folder.check()  # before reading the model
+    plan = plan_run(preset, wanted, lines, axes=axes)  # usage and model errors come before any narration
     if resolved.default_used:
         emitter.note(f"Using the built-in preset '{resolved.default_used}' "
                      f"({BUILTIN_NOTES.get(resolved.default_used, 'shipped with diffcli')}); "
                      "for real pictures pick a model, e.g. --preset sd15 (`diffcli presets` lists them).")
-    if preset.name == "digits-text" and lines and not all(DIGIT_WORDS.search(line.prompt) for line in lines):
-        emitter.warn("digits-text only understands digits (\"a handwritten digit 7\", \"seven\"); "
-                     "other prompts give a random digit")
-    steps_note(preset, emitter)
-    from diffcli.run.loras import check_local_files
-    from diffcli.run.prompt_embeds import prompt_warnings
-
-    check_local_files(preset.loras, preset.allow_pickle)  # a missing LoRA fails before the model loads
-    from diffcli.run.inpaint import mask_warnings
-
-    for message in prompt_warnings(preset, planned[1], planned[0]) + mask_warnings(planned[1]):
-        emitter.warn(message)  # CLIP's silent truncation and a mask that repaints nothing, said out loud
+    for message in plan.warnings:
+        emitter.warn(message)
     if preview is not None and preview_blocker(run["quiet"] or run["as_json"]) == NO_COLOR_REASON:
         emitter.warn("--preview is off: NO_COLOR is set (a preview without colour shows nothing)")
-    report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"],
-                            planned=planned, preview=preview)
+    if not all_kept(plan, folder):
+        before_loading(plan, preset, emitter)  # a no-op resume imports neither torch nor diffusers
+    report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"], plan=plan,
+                            preview=preview)
     if preset.gallery and report.extra.get("output"):
         from diffcli.sinks.gallery import update_gallery
 
@@ -108,10 +96,17 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
         emitter.note(f"wrote to {report.extra['output']}")
 
 
-def steps_note(preset: Any, emitter: Emitter) -> None:
-    """Warn when --every is at least the number of steps (one frame per image)."""
-    if preset.every is not None and preset.steps is not None and preset.every >= preset.steps:
-        emitter.warn(f"--every {preset.every} >= {preset.steps} steps: one frame per image")
+def before_loading(plan: Any, preset: Any, emitter: Emitter) -> None:
+    """The checks a run that makes images needs before its model loads: the schedules, the LoRA files, and the
+    prompts' token counts (CLIP's silent truncation said out loud)."""
+    from diffcli.run.commands import verify_schedules
+    from diffcli.run.loras import check_local_files
+    from diffcli.run.prompt_embeds import prompt_warnings
+
+    verify_schedules(plan)
+    check_local_files(preset.loras, preset.allow_pickle)  # a missing LoRA fails before the model loads
+    for message in prompt_warnings(preset, plan.items, plan.facts):
+        emitter.warn(message)
 
 
 def register(app: typer.Typer) -> None:
@@ -136,7 +131,7 @@ def register(app: typer.Typer) -> None:
         generate("unconditional", "digits", "unconditional", flags, run, emitter, vary=vary)
 
     @app.command("txt2img")
-    @with_keys(*PROMPT_KEYS, *GENERATION_KEYS, *HIRES_KEYS, "show", exact_frames=True)
+    @with_keys(*PROMPT_KEYS, *GENERATION_KEYS, *HIRES_KEYS, *CONTROL_KEYS, "show", exact_frames=True)
     @guarded
     def txt2img(
         prompt: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help="The prompt (or use --prompts-file).")] = None,
@@ -163,7 +158,7 @@ def register(app: typer.Typer) -> None:
         generate("txt2img", "digits-text", "txt2img", flags, run, emitter, prompt, prompts_file, vary)
 
     @app.command("img2img")
-    @with_keys("strength", *PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
+    @with_keys("strength", *PROMPT_KEYS, *GENERATION_KEYS, *CONTROL_KEYS, "show", exact_frames=True)
     @guarded
     def img2img(
         init_image: Annotated[Path, typer.Argument(metavar="INIT_IMAGE", help="The image to start from (PNG, JPEG, WebP or BMP).")],
@@ -197,7 +192,7 @@ def register(app: typer.Typer) -> None:
         generate("img2img", "digits-text", None, flags, run, emitter, prompt, prompts_file, vary)
 
     @app.command("inpaint")
-    @with_keys("strength", *INPAINT_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, "show", exact_frames=True)
+    @with_keys("strength", *INPAINT_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, *CONTROL_KEYS, "show", exact_frames=True)
     @guarded
     def inpaint(
         init_image: Annotated[Path, typer.Argument(metavar="INIT_IMAGE", help="The image to repaint (PNG, JPEG, WebP or BMP).")],
@@ -232,7 +227,7 @@ def register(app: typer.Typer) -> None:
     @with_keys(*TRACE_KEYS, *PROMPT_KEYS, *GENERATION_KEYS, "init_image", "strength", exact_frames=True)
     @guarded
     def denoise_trace(
-        prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt, for text-to-image models.")] = None,
+        prompt: Annotated[Optional[str], typer.Option("--prompt", metavar="TEXT", help="Prompt, for text-to-image models.")] = None,
         *, flags: dict[str, Any], run: dict[str, Any], emitter: Emitter,
     ) -> None:
         """Watch a model turn noise into a picture: frames every N steps, a contact sheet and an animation.

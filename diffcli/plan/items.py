@@ -7,8 +7,6 @@ decided once, here. No torch.
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +15,7 @@ from diffcli.plan.keys import KEYS, SEED_MAX
 from diffcli.plan.naming import cell_stem, slugify
 
 if TYPE_CHECKING:
+    from diffcli.plan.control import ControlSpec
     from diffcli.plan.hires import HiresSpec
     from diffcli.plan.mask import InpaintSpec
     from diffcli.plan.upscale import UpscaleFacts, UpscaleSpec
@@ -40,6 +39,8 @@ class ModelFacts:
     defaults: dict[str, Any] = field(default_factory=dict, compare=False)  # the pipeline's own call defaults
     weighted_prompts: bool = True  # A1111 weighted syntax possible (CLIP text encoders only)
     upscale: UpscaleFacts | None = None  # an upscaler: its scale, source sides, noise levels (plan/upscale.py)
+    img2img: bool = True           # diffusers has an image-to-image pipeline for it
+    inpaint: bool = True           # ... and an inpainting one
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Item:
     inpaint: InpaintSpec | None = None                  # inpaint: the mask and its settings (plan/mask.py)
     hires: HiresSpec | None = None                      # hires fix: the img2img pass after it (plan/hires.py)
     upscale: UpscaleSpec | None = None                  # upscale: the source image and how (plan/upscale.py)
+    control_scale: float | None = None                  # ControlNet: its weight for this image ...
+    control: ControlSpec | None = None                  # ... and the models and control images (plan/control.py)
 
     @property
     def run_steps(self) -> int:
@@ -102,7 +105,8 @@ class Item:
         weighted = (self.prompt, self.negative_prompt) if self.prompt_syntax == "weighted" else ()  # same chunks
         return (self.steps, self.guidance_scale, self.width, self.height, self.negative_prompt == "",
                 self.scheduler, self.scheduler_options, self.strength, self.init_image, self.loras,
-                self.prompt_syntax, weighted, self.max_sequence_length, self.inpaint, self.hires, self.upscale)
+                self.prompt_syntax, weighted, self.max_sequence_length, self.inpaint, self.hires, self.upscale,
+                self.control_scale, self.control)
 
     def options(self) -> dict[str, Any]:
         """The scheduler options as a mapping."""
@@ -111,6 +115,14 @@ class Item:
     def cell_values(self) -> dict[str, Any]:
         """The `--vary` keys and this image's values (empty outside a `--vary` run)."""
         return {key: json.loads(value) for key, value in self.cell}
+
+
+def grid_stem(items: list[Item]) -> str:
+    """`grid-<first index>-s<first seed>[-<prompt slug>]`: a run's grid is named by its first image, so runs
+    that share an output folder keep their own grids (and the output policy applies to them as to images)."""
+    first = min(items, key=lambda item: item.index)
+    stem = f"grid-{first.index:04d}-s{first.seed}"  # a --vary grid shows every cell: no cell values here
+    return f"{stem}-{slugify(first.prompt)}" if first.task == "txt2img" else stem
 
 
 def frozen_options(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -162,6 +174,7 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
                 scheduler=preset.scheduler or "", scheduler_options=frozen_options(dict(preset.scheduler_options)),
                 strength=strength, init_image=preset.init_image or "",
                 max_sequence_length=preset.max_sequence_length,
+                control_scale=values["control_scale"] if preset.controlnet else None,
             ))
     return items
 
@@ -169,7 +182,8 @@ def build_items(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None =
 def _preset_values(preset: Any, task: str, defaults: dict[str, Any]) -> dict[str, Any]:
     """The per-image keys of a preset, `None`s replaced by the pipeline's own defaults, else the task's."""
     values = {}
-    for name in ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength"):
+    for name in ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "num_images", "strength",
+                 "control_scale"):
         value = getattr(preset, name)
         values[name] = defaults.get(name, KEYS[name].default_for(task)) if value is None else value
     return values

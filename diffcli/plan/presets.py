@@ -7,70 +7,21 @@ Imports neither torch nor diffusers, so listing and showing presets is instant.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from diffcli.errors import PresetError
-from diffcli.plan.keys import FILE_ONLY_KEYS, KEY_TABLE, KEYS, check_value, flag_label
+from diffcli.plan.keys import KEYS
+from diffcli.plan.preset import Preset, build_preset, validate_layer
 from diffcli.plan.resources import shipped_presets_dir
-from diffcli.plan.suggest import suggest
 from diffcli.plan import safe_yaml
 from diffcli.plan.text import escape_control, one_line, read_text_file
 
-
-
-def _preset_class() -> type:
-    """The Preset dataclass, one field per key of the key table (same order, same defaults)."""
-    fields = []
-    for key in KEY_TABLE:
-        typ = key.type | None if key.nullable else key.type
-        default = field(default_factory=dict) if key.type is dict else key.default
-        fields.append((key.name, typ, default))
-    return dataclasses.make_dataclass("Preset", fields, frozen=True, namespace={
-        "__doc__": "A validated preset: one field per key of the key table (`None`: decided later).",
-        "to_dict": lambda self: dataclasses.asdict(self),
-        "replace": lambda self, **changes: build_preset({**dataclasses.asdict(self), **changes}, "(override)"),
-    })
-
-
-Preset = _preset_class()
-Preset.__module__ = __name__
-
-
-def validate_layer(data: Mapping[str, Any], source: str, label_flags: bool = False) -> dict[str, Any]:
-    """Validate one layer's keys and values; errors read `source: key: message`.
-
-    With `label_flags`, errors name the flag the user typed (`--num-images: ...`).
-    """
-    checked: dict[str, Any] = {}
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise PresetError(f"{source}: {escape_control(repr(key))}: keys must be strings")
-        if key not in KEYS:
-            raise PresetError(
-                f"{source}: {escape_control(key)}: unknown key{suggest(key, list(KEYS) + list(FILE_ONLY_KEYS))}",
-                hint="`diffcli presets keys` lists every key",
-            )
-        try:
-            checked[key] = check_value(key, value)
-        except ValueError as err:
-            where = flag_label(key) if label_flags else f"{source}: {key}"
-            raise PresetError(f"{where}: {err}") from None
-    return checked
-
-
-def build_preset(data: Mapping[str, Any], source: str) -> Any:
-    """Validate a complete mapping into a frozen Preset."""
-    checked = validate_layer(data, source)
-    if not checked.get("model"):
-        raise PresetError(f"{source}: model: required (a hub id such as google/ddpm-cifar10-32 or a local folder)")
-    return Preset(**checked)
 
 
 # ---------------------------------------------------------------- files and layers
@@ -148,6 +99,7 @@ def load_file(path: Path) -> PresetFile:
     for key in PATH_KEYS:
         if isinstance(values.get(key), str):
             values[key] = resolve_local_path(values[key], path.parent)
+    values.update(resolve_controls(values, path.parent))
     return PresetFile(path=path, values=values, extends=extends)
 
 
@@ -175,6 +127,16 @@ def resolve_model_path(model: str, base: Path) -> str:
 PATH_KEYS = ("init_image", "mask_image", "upscale_image", "config")
 
 
+def resolve_controls(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """`controlnet` entries resolved like `model`, `control_image` entries like the other local paths."""
+    resolved: dict[str, Any] = {}
+    if values.get("controlnet"):
+        resolved["controlnet"] = tuple(resolve_model_path(entry, base) for entry in values["controlnet"])
+    if values.get("control_image"):
+        resolved["control_image"] = tuple(resolve_local_path(entry, base) for entry in values["control_image"])
+    return resolved
+
+
 def resolve_local_path(value: str, base: Path) -> str:
     """A local file or folder path: `~` expanded, relative paths against `base`, made absolute."""
     path = Path(value).expanduser()
@@ -190,7 +152,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise PresetError(f"--set {one_line(item, 80)}: expected key=value")
         raw_string = key in ("prompt", "negative_prompt", "model", "revision", "variant", "name", "description",
-                             "init_image", "mask_image", "upscale_image", "config")
+                             "init_image", "mask_image", "upscale_image", "config") or (key in ("controlnet", "control_image")
+                                                                       and not raw.strip().startswith("["))
         try:
             value = safe_yaml.load(raw) if raw.strip() else None
         except safe_yaml.YAMLRefused as err:  # aliases, deep nesting: refused, not read as a string
@@ -256,6 +219,7 @@ def resolve(
                 value = resolve_model_path(value, Path.cwd())
             elif key in PATH_KEYS and isinstance(value, str):
                 value = resolve_local_path(value, Path.cwd())
+            value = resolve_controls({key: value}, Path.cwd()).get(key, value)
             merged[key] = value
             sources[key] = label
     source = str(chain[0].path) if chain else "preset"

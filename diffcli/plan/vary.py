@@ -26,7 +26,7 @@ from diffcli.plan.suggest import suggest
 from diffcli.plan.text import one_line
 
 VARY_KEYS = ("scheduler", "steps", "guidance_scale", "seed", "prompt", "negative_prompt", "width", "height",
-             "strength", "lora_weight", "prompt_syntax", "noise_level")
+             "strength", "lora_weight", "prompt_syntax", "noise_level", "control_scale")
 OPTION_PREFIX = "scheduler_options."
 TEXT_KEYS = ("scheduler", "prompt", "negative_prompt", "prompt_syntax")  # values are taken as typed, not read as YAML
 PROMPT_ONLY = ("prompt", "negative_prompt", "guidance_scale", "prompt_syntax")
@@ -137,6 +137,8 @@ def expand(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None, axes:
         raise PresetError("--vary strength: needs an init image (diffcli img2img INIT_IMAGE ...)")
     if "lora_weight" in varied and not preset.loras:
         raise PresetError("--vary lora_weight: needs a LoRA (--lora PATH)")
+    if "control_scale" in varied and not preset.controlnet:
+        raise PresetError("--vary control_scale: needs a ControlNet (--controlnet MODEL --control-image PATH)")
     if "prompt" in varied and lines and any(line.line for line in lines):
         raise PresetError("--vary prompt gives the prompts: drop --prompts-file")
     if facts.task == "txt2img" and not lines and "prompt" not in varied:
@@ -167,11 +169,3 @@ def expand(preset: Any, facts: ModelFacts, lines: list[PromptLine] | None, axes:
             raise PresetError(f"the run asks for more than {MAX_ITEMS} images")
         items.extend(dataclasses.replace(item, cell=cell) for item in built)
     return items
-
-
-def schedules(items: list[Item]) -> list[tuple[str | None, dict[str, Any], set[int]]]:
-    """Each (scheduler or None for the model's own, options) the items use, with the step counts it must make."""
-    wanted: dict[tuple[str, tuple[tuple[str, str], ...]], set[int]] = {}
-    for item in items:
-        wanted.setdefault((item.scheduler, item.scheduler_options), set()).add(item.steps)
-    return [(name or None, {k: json.loads(v) for k, v in options}, steps) for (name, options), steps in wanted.items()]

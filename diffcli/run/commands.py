@@ -1,51 +1,50 @@
-"""Service function behind the generating commands: resolved preset → facts → items → sinks → report."""
+"""Service function behind the generating commands: resolved preset → facts → plan → sinks → report."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from diffcli.plan.items import Item, ModelFacts, PromptLine, build_items
+from diffcli.plan.items import Item, PromptLine
+from diffcli.plan.make_plan import Plan, make_plan
+from diffcli.plan.vary import Axis
 from diffcli.run.generate import Report, execute
+from diffcli.errors import OutputError
 from diffcli.sinks.folder import OutputFolder
 
 
-def plan_items(preset: Any, wanted_task: str | None, lines: list[PromptLine] | None,
-               first_index: int = 0, first_prompt_index: int = 0, axes: Any = ()) -> tuple[ModelFacts, list[Item]]:
-    """Read the model's configs (no weights), resolve every item (every `--vary` cell), and check each
-    schedule they need."""
-    import dataclasses
-
-    from diffcli.plan.vary import expand, schedules
+def plan_run(preset: Any, wanted_task: str | None, lines: list[PromptLine] | None, axes: Sequence[Axis] = (),
+             first_index: int = 0, first_prompt_index: int = 0) -> Plan:
+    """Read the facts once (the model's configs, no weights; the input files), then plan (plan/make_plan.py)."""
+    from diffcli.plan.attach import read_inputs
     from diffcli.run.probe import probe_model
+
+    facts = probe_model(preset, wanted_task)
+    plan = make_plan(preset, facts, lines, axes, read_inputs(preset), first_index, first_prompt_index)
+    from diffcli.run.controlnet import check_controlnets
+
+    check_controlnets(preset, facts)  # the ControlNets' configs: readable, of the family's class, fitting the model
+    return plan
+
+
+def all_kept(plan: Plan, folder: OutputFolder) -> bool:
+    """True when `--skip-existing` keeps every image: nothing needs loading or verifying."""
+    return folder.policy == "skip" and all(folder.is_done(name) for name in plan.image_names())
+
+
+def verify_schedules(plan: Plan) -> None:
+    """Dry-run each schedule the plan needs (a scheduler that cannot make a step count: exit 2). Imports
+    diffusers, so a run with nothing to make skips it."""
+    from diffcli.families.registry import family_named
     from diffcli.run.schedulers import check_schedule
 
-    facts, scheduler_config = probe_model(preset, wanted_task)
-    if lines is None and facts.task == "txt2img" and preset.prompt is not None and preset.prompt.strip():
-        lines = [PromptLine(prompt=preset.prompt.strip())]
-    facts = dataclasses.replace(facts, scheduler_config=scheduler_config)
-    if axes:
-        items = expand(preset, facts, lines, list(axes), first_index)
-    else:
-        items = build_items(preset, facts, lines, first_index, first_prompt_index)
-    from diffcli.run.hires import attach_hires
-    from diffcli.run.inpaint import attach_mask
-
-    items = attach_mask(preset, facts, items)  # inpaint's refusals come before the init image's
-    if preset.init_image:
-        from diffcli.run.img2img import attach_init_image
-
-        items = attach_init_image(preset, facts, items)
-    items = attach_hires(preset, facts, items)
-    from diffcli.families.registry import family_named
-
-    for name, options, steps in schedules(items):
-        check_schedule(scheduler_config, name, options, steps, family_named(facts.family))
-    return facts, items
+    for schedule in plan.schedules:
+        check_schedule(plan.facts.scheduler_config, schedule.scheduler, schedule.options, set(schedule.steps),
+                       family_named(plan.facts.family))
 
 
-def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool = False,
-                vary_items: list[Item] | None = None, preview: int | None = None) -> list[Any]:
+def build_sinks(command: str, preset: Any, items: list[Item], quiet: bool, ranks: bool = False,
+                vary: bool = False, preview: int | None = None) -> list[Any]:
     """Progress, images, and (as the run asks) the live preview (`preview`: None off, N every N steps, 0 about
     eight per image), frames, trace sheet/animation, and the grid."""
     from diffcli.sinks.frames import FrameSink
@@ -68,26 +67,34 @@ def build_sinks(command: str, preset: Any, count: int, quiet: bool, ranks: bool 
         if trace is not None:
             sinks.append(trace)
     sinks.append(ImageSink())  # after frames and trace: the final image marks an item done, so it is written last
-    if preset.grid and vary_items and not ranks:  # --vary: labelled axes instead of the overview
+    if preset.grid and vary and not ranks:  # --vary: labelled axes instead of the overview
         from diffcli.sinks.axes import AxesGridSink
 
-        sinks.append(AxesGridSink(vary_items))
-    elif preset.grid and count > 1 and not ranks:  # under a launch rank 0 builds it after the gather
-        sinks.append(GridSink())
+        sinks.append(AxesGridSink(items))
+    elif preset.grid and len(items) > 1 and not ranks:  # under a launch rank 0 builds it after the gather
+        sinks.append(GridSink(items))
     return sinks
 
 
 def run_generation(command: str, preset: Any, wanted_task: str | None, lines: list[PromptLine] | None = None,
-                   policy: str = "new", quiet: bool = True, loaded: Any = None,
-                   planned: tuple[ModelFacts, list[Item]] | None = None, preview: int | None = None) -> Report:
-    """Plan (unless `planned`), then make the items; `loaded` reuses an already loaded pipeline."""
-    facts, items = planned or plan_items(preset, wanted_task, lines)
+                   policy: str = "new", quiet: bool = True, loaded: Any = None, plan: Plan | None = None,
+                   preview: int | None = None) -> Report:
+    """Plan (unless given a `plan`), then make the items; `loaded` reuses an already loaded pipeline."""
+    if plan is None:
+        plan = plan_run(preset, wanted_task, lines)
+        verify_schedules(plan)
+    facts, items = plan.facts, plan.items
     folder = OutputFolder(Path(preset.output) if preset.output else None, command, policy)
     from diffcli.run.ranks import current
 
     ranks = current()
-    vary = bool(items and items[0].cell)
-    sinks = build_sinks(command, preset, len(items), quiet, ranks is not None, items if vary else None, preview)
+    vary = plan.vary
+    sinks = build_sinks(command, preset, items, quiet, ranks is not None, vary, preview)
+    if policy == "new":  # a grid of another run is never replaced: named by its first image, checked first
+        taken = [name for sink in sinks for name in getattr(sink, "names", ()) if folder.is_done(name)]
+        if taken:
+            raise OutputError(f"{folder.path_of(taken[0])} already exists",
+                              hint="use --overwrite to replace or --skip-existing to skip")
     report = execute(command, facts.task, preset.replace(task=facts.task), items, folder, sinks, facts.name, loaded,
                      scheduler_config=facts.scheduler_config)
     if ranks is not None and ranks.is_main and preset.grid and vary:

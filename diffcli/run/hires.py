@@ -8,33 +8,9 @@ strength=..., num_inference_steps=...)` with a new `torch.Generator("cpu").manua
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from diffcli.errors import UsageError
-from diffcli.plan.hires import hires_spec
-from diffcli.plan.items import Item, ModelFacts
-
-
-def attach_hires(preset: Any, facts: ModelFacts, items: list[Item]) -> list[Item]:
-    """The second pass of each item, refused (exit 2) before loading when it cannot run."""
-    from diffcli.families.registry import family_named
-
-    if not preset.hires:
-        return items
-    if facts.task != "txt2img":
-        raise UsageError("--hires: needs a text-to-image model (it runs an img2img pass)")
-    if preset.init_image:
-        raise UsageError("--hires: txt2img only (img2img and inpaint start from an image already)",
-                         hint="run txt2img --hires, or img2img on an upscaled image")
-    family = family_named(facts.family)
-    if family.name != "other" and family.img2img is None:
-        raise UsageError(f"--hires: diffusers has no image-to-image pipeline for {facts.class_name}")
-    if preset.hires_upscaler == "latent" and (family.packed or family.name not in ("sd", "sdxl")):
-        raise UsageError(f"--hires-upscaler latent: UNet models (SD, SDXL) only, not {facts.class_name}",
-                         hint="use --hires-upscaler lanczos")
-    return [dataclasses.replace(item, hires=hires_spec(preset, facts.size_multiple, item.width, item.height,
-                                                       item.steps)) for item in items]
+from diffcli.plan.items import Item
 
 
 def first_pass_kwargs(batch: list[Item]) -> dict[str, Any]:

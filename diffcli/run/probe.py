@@ -51,8 +51,8 @@ def _int(config: dict[str, Any], key: str, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, Any]]:
-    """(facts, the model's scheduler config); refuses a model of the wrong task before loading."""
+def probe_model(preset: Any, wanted: str | None) -> ModelFacts:
+    """The model's facts (its scheduler config included); refuses a model of the wrong task before loading."""
     from diffcli.run.pipelines import (apply_offline, check_task, is_offline, quiet_libraries, read_model_index,
                                         task_of)
 
@@ -67,19 +67,26 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
         check_task(index, wanted, preset.model)
     if task not in COMMANDS:
         raise ModelError(f"'{preset.model}' is a {class_name}, which diffcli cannot run")
-    import diffusers
+    from diffcli.run.signatures import pipeline_signature
 
-    if not isinstance(getattr(diffusers, class_name, None), type):
-        raise ModelError(f"{preset.model}: unknown pipeline class '{class_name}' (diffusers {diffusers.__version__})",
+    signature = pipeline_signature(class_name)
+    if signature is None:
+        import importlib.metadata
+
+        raise ModelError(f"{preset.model}: unknown pipeline class '{class_name}' "
+                         f"(diffusers {importlib.metadata.version('diffusers')})",
                          hint="upgrade diffusers, or check model_index.json")
     from diffcli.families.registry import family_for
 
     family = family_for(class_name)
-    pipeline_cls = getattr(diffusers, class_name)
     components = {k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]}
-    _check_components(index, preset.model, pipeline_cls, family.optional)
+    _check_components(index, preset.model, signature, family.optional)
     denoiser_name = "unet" if "unet" in components else "transformer"
     denoiser = _config(root, denoiser_name, "config.json", preset, offline)
+    if preset.backend == "openvino":  # a family OpenVINO cannot convert: refused before any weights load
+        from diffcli.plan.text import escape_control
+
+        family.check_openvino(escape_control(str(denoiser.get("_class_name", denoiser_name))), denoiser)
     decoder_name = "vae" if "vae" in components else ("vqvae" if "vqvae" in components else None)
     factor = 1
     if decoder_name is not None:
@@ -88,7 +95,7 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
         factor = 2 ** (len(channels) - 1) if isinstance(channels, list) and 0 < len(channels) <= 8 else 8
     factor = family.vae_factor or factor
     if task == "txt2img":
-        side = family.default_side(pipeline_cls, denoiser, factor)
+        side = family.default_side(signature.call_defaults, denoiser, factor)
     else:
         side = _int(denoiser, "sample_size", 64) * factor
     if not 1 <= side <= MAX_SIDE:
@@ -98,27 +105,33 @@ def probe_model(preset: Any, wanted: str | None) -> tuple[ModelFacts, dict[str, 
     defaults = {}
     if task == "txt2img":
         sibling = family.inpaint if preset.mask_image else family.img2img
-        image_cls = getattr(diffusers, sibling, None) if preset.init_image and sibling else None
-        call = family.call_defaults(image_cls or pipeline_cls)  # img2img and inpaint: their own pipeline's
+        image = pipeline_signature(sibling) if preset.init_image and sibling else None
+        call = (image or signature).call_defaults  # img2img and inpaint: their own pipeline's
         defaults = {ours: call[theirs] for ours, theirs in (("steps", "num_inference_steps"),
                                                             ("guidance_scale", "guidance_scale")) if theirs in call}
         if "max_sequence_length" in call:
             defaults["max_sequence_length"] = call["max_sequence_length"]
+    from diffcli.families.upscale import upscale_facts
+
+    upscale = upscale_facts(family, index, denoiser, factor, signature.call_defaults)  # None: not an upscaler
     facts = ModelFacts(task=task, class_name=class_name, width=side, height=side,
                        size_multiple=family.size_multiple(denoiser, factor) if task == "txt2img" else 1,
                        fixed_size=task == "unconditional", name=model_name(preset.model), family=family.name,
-                       defaults=defaults, weighted_prompts=family.weighted_prompts)
-    return facts, scheduler
+                       defaults=defaults, weighted_prompts=family.weighted_prompts,
+                       img2img=family.name == "other" or family.img2img is not None,
+                       inpaint=family.name == "other" or family.inpaint is not None, scheduler_config=scheduler,
+                       upscale=upscale)
+    return facts
 
 
-def _check_components(index: dict[str, Any], model: str, pipeline_cls: type, optional: tuple[str, ...]) -> None:
+def _check_components(index: dict[str, Any], model: str, signature: Any, optional: tuple[str, ...]) -> None:
     """Refuse, before loading, a pipeline without a text encoder or tokenizer its class needs
     (absent or null in model_index.json); the family's optional ones (SD3's T5) may be null."""
     from diffcli.plan.text import escape_control
 
-    expected, _ = pipeline_cls._get_signature_keys(pipeline_cls)
-    needed = [name for name in expected if name.startswith(("text_encoder", "tokenizer")) and name not in optional]
+    needed = [name for name in signature.components
+              if name.startswith(("text_encoder", "tokenizer")) and name not in optional]
     missing = [name for name in needed if not (isinstance(index.get(name), list) and any(index[name]))]
     if missing:
-        raise ModelError(f"{escape_control(model)}: this {pipeline_cls.__name__} has no {', '.join(sorted(missing))} "
+        raise ModelError(f"{escape_control(model)}: this {signature.name} has no {', '.join(sorted(missing))} "
                          "(absent or null in model_index.json)", hint="use a complete pipeline folder")

@@ -259,3 +259,15 @@ def test_flux_uses_its_inpainting_pipeline_and_sd3_chroma_refuse_in_one_line(tin
                            height=32, num_inference_steps=3,
                            generator=torch.Generator("cpu").manual_seed(entry["seed"])).images[0]
         assert np.abs(pixels(entry["path"]) - np.asarray(theirs, dtype=int)).max() <= 2
+
+
+def test_padding_mask_crop_on_a_greyscale_model_is_refused_before_loading(tmp_path):
+    """diffusers' crop path makes RGB images: on digits-text (1 channel) it crashed in the model; now exit 2."""
+    Image.new("L", (16, 16), 0).save(tmp_path / "i.png")
+    mask = Image.new("L", (16, 16), 0)
+    mask.paste(255, (0, 0, 8, 16))
+    mask.save(tmp_path / "m.png")
+    result = invoke("inpaint", str(tmp_path / "i.png"), str(tmp_path / "m.png"), "a handwritten digit 8",
+                    "--preset", "digits-text", "--padding-mask-crop", "2", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "--padding-mask-crop" in result.output and "1-channel" in result.output
+    assert not (tmp_path / "out").exists()

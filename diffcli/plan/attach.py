@@ -60,6 +60,9 @@ def attach_mask(preset: Any, facts: ModelFacts, inputs: Inputs, items: list[Item
     if not facts.inpaint:
         raise UsageError(f"inpaint: diffusers has no working inpainting pipeline for {facts.class_name}",
                          hint="use an SD, SDXL, SD3 or Flux model")
+    if preset.padding_mask_crop is not None and facts.channels != 3:
+        raise UsageError(f"--padding-mask-crop: diffusers' crop path makes RGB images; this model makes "
+                         f"{facts.channels}-channel ones", hint="inpaint without --padding-mask-crop")
     spec = InpaintSpec(mask_image=preset.mask_image, mask_sha256=inputs.mask_sha256, mask_blur=preset.mask_blur,
                        padding_mask_crop=preset.padding_mask_crop, invert_mask=preset.invert_mask)
     attached = []

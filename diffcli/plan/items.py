@@ -41,6 +41,7 @@ class ModelFacts:
     upscale: UpscaleFacts | None = None  # an upscaler: its scale, source sides, noise levels (plan/upscale.py)
     img2img: bool = True           # diffusers has an image-to-image pipeline for it
     inpaint: bool = True           # ... and an inpainting one
+    channels: int = 3              # the images' channels (1: greyscale models such as digits-text)
 
 
 @dataclass(frozen=True)

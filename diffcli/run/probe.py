@@ -88,9 +88,9 @@ def probe_model(preset: Any, wanted: str | None) -> ModelFacts:
 
         family.check_openvino(escape_control(str(denoiser.get("_class_name", denoiser_name))), denoiser)
     decoder_name = "vae" if "vae" in components else ("vqvae" if "vqvae" in components else None)
-    factor = 1
+    factor, image_config = 1, denoiser
     if decoder_name is not None:
-        decoder = _config(root, decoder_name, "config.json", preset, offline)
+        decoder = image_config = _config(root, decoder_name, "config.json", preset, offline)
         channels = decoder.get("block_out_channels") or decoder.get("encoder_block_out_channels") or [0]
         factor = 2 ** (len(channels) - 1) if isinstance(channels, list) and 0 < len(channels) <= 8 else 8
     factor = family.vae_factor or factor
@@ -120,6 +120,7 @@ def probe_model(preset: Any, wanted: str | None) -> ModelFacts:
                        defaults=defaults, weighted_prompts=family.weighted_prompts,
                        img2img=family.name == "other" or family.img2img is not None,
                        inpaint=family.name == "other" or family.inpaint is not None, scheduler_config=scheduler,
+                       channels=_int(image_config, "in_channels", 3),
                        upscale=upscale)
     return facts
 

@@ -2,8 +2,9 @@
 
 Drawn by textual-image (the `preview` extra), whose rich renderables pick the terminal's best way: sixel, kitty's
 graphics protocol, else coloured Unicode half blocks (▀). Off, silently, with --quiet or --json, when stdin,
-stdout or stderr is not a terminal (textual-image asks the terminal what it supports through them), and on ranks
-other than 0; off with a warning when NO_COLOR is set (half blocks without colour show nothing).
+stdout or stderr is not a terminal (textual-image asks the terminal what it supports through them), under
+TERM=dumb, and on ranks other than 0; off with a warning when NO_COLOR is set (half blocks without colour show
+nothing).
 """
 
 from __future__ import annotations

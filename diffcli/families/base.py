@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+UNETS = ("UNet2DConditionModel", "UNet2DModel")  # the UNets backend: openvino converts
+UNET_EXTRAS = ("addition_embed_type", "class_embed_type", "time_cond_proj_dim", "num_class_embeds",
+               "encoder_hid_dim_type")  # UNet config keys that add inputs the conversion does not feed
+
+
 @dataclass(frozen=True)
 class ControlNets:
     """A family's ControlNets in diffusers: the model class, and the pipelines `from_pipe` builds per task."""
@@ -44,6 +49,7 @@ class Family:
     optional: tuple[str, ...] = ()             # text encoders/tokenizers the pipeline runs without
     sample_size: int | None = None             # a fixed default latent side the pipeline assumes (Flux: 128)
     controlnet: ControlNets | None = None      # its ControlNet pipelines (None: ControlNets are refused)
+    openvino_refused: str = ""                 # why backend: openvino cannot convert this family's denoiser (measured)
 
     def patch(self, denoiser_config: dict[str, Any]) -> int:
         """The denoiser's patch size (1 for UNets; Flux's 2x2 packing counts as 2)."""
@@ -88,6 +94,35 @@ class Family:
         if self.flow or is_flow(scheduler):
             return flow_x0(scheduler, model_output, sample)
         return variance_preserving_x0(scheduler, model_output, timestep, sample)
+
+    def openvino_refusal(self, denoiser_class: str, denoiser_config: dict[str, Any]) -> str | None:
+        """Why `backend: openvino` cannot convert this denoiser, or None. The base answers for UNets: plain
+        `UNet2DConditionModel`/`UNet2DModel` only (no extra conditioning inputs, such as SDXL's added_cond_kwargs)."""
+        if self.openvino_refused:
+            return self.openvino_refused
+        if denoiser_class not in UNETS:
+            return f"converts {' and '.join(UNETS)} denoisers here, not {denoiser_class}"
+        extra = [key for key in UNET_EXTRAS if denoiser_config.get(key) is not None]
+        return f"takes no UNet with {', '.join(extra)} (extra conditioning inputs)" if extra else None
+
+    def check_openvino(self, denoiser_class: str, denoiser_config: dict[str, Any]) -> None:
+        """Raise the one-line PresetError (exit 2) naming the family and the reason when it cannot convert."""
+        from diffcli.errors import PresetError
+
+        reason = self.openvino_refusal(denoiser_class, denoiser_config)
+        if reason:
+            raise PresetError(f"backend: openvino: {self.name} ({denoiser_class}): {reason}",
+                              hint="use backend: torch for this model")
+
+    def openvino_inputs(self, config: dict[str, Any], batch: int, height: int, width: int,
+                        text_length: int) -> dict[str, tuple[int, ...]]:
+        """The tensors one denoiser call passes, in the converted model's input order: name (as the denoiser's
+        forward takes it) -> shape, for a batch (CFG included), a latent height/width and a text length.
+        The base answers for UNets: sample, a scalar timestep, and the text embeddings of a conditional UNet."""
+        inputs: dict[str, tuple[int, ...]] = {"sample": (batch, config["in_channels"], height, width), "timestep": ()}
+        if config.get("cross_attention_dim") is not None:
+            inputs["encoder_hidden_states"] = (batch, text_length, config["cross_attention_dim"])
+        return inputs
 
 
 def flow_x0(scheduler: Any, velocity: Any, sample: Any) -> Any:

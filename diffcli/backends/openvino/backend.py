@@ -1,57 +1,63 @@
-"""OpenVINO backend: the pipeline's UNet and VAE decoder run by OpenVINO's CPU plugin.
+"""OpenVINO backend: the pipeline's denoiser (UNet or transformer) and VAE decoder run by OpenVINO's CPU plugin.
 
-`use_openvino(pipe, preset, device)` swaps `pipe.unet` for `OpenVINOUNet`, a torch module that
-keeps the UNet's `config`, `dtype` and `device` and answers each call from an OpenVINO model
-compiled for that call's static shapes (batch with CFG, latent size, text length), and answers
-an `AutoencoderKL`'s `decode` the same way (`OpenVINODecoder`; the encoder stays in torch, and
-so does the whole VAE under `vae_tiling`/`vae_slicing`). The pipeline's own loop, scheduler and
-callbacks run unchanged. Each module's dtype picks OpenVINO's inference precision (`dtype:
-bfloat16` → bf16, which uses AMX/AVX-512 BF16 where the CPU has it). Converted models are cached
-on disk (`cache.py`). Imported only for `backend: openvino`: the torch path never imports openvino.
+`use_openvino(pipe, preset, device)` swaps the denoiser its family names (`pipe.unet` or `pipe.transformer`) for
+`OpenVINODenoiser`, a torch module that keeps the denoiser's `config`, `dtype` and `device` and answers each
+call from an OpenVINO model compiled for that call's static shapes (batch with CFG, latent size, text length):
+the family adapter (`Family.openvino_inputs`) names the tensors the converted model takes, and a family that
+cannot be converted is refused before any conversion (`Family.check_openvino`). An `AutoencoderKL`'s `decode`
+is answered the same way (`OpenVINODecoder`; the encoder stays in torch, and so does the whole VAE under
+`vae_tiling`/`vae_slicing`). The pipeline's own loop, scheduler and callbacks run unchanged. Each module's dtype
+picks OpenVINO's inference precision (`dtype: bfloat16` → bf16, which uses AMX/AVX-512 BF16 where the CPU has
+it). Converted models are cached on disk (`cache.py`). Imported only for `backend: openvino`: the torch path
+never imports openvino.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 
-from diffcli.errors import PresetError
 from diffcli.backends.openvino.convert import Converted, as_array, import_openvino, inference_precision
+from diffcli.errors import PresetError
+from diffcli.families.base import Family
+from diffcli.families.registry import family_for
 
-SUPPORTED = ("UNet2DConditionModel", "UNet2DModel")
+OUTPUTS = {"UNet2DConditionModel": ("diffusers.models.unets.unet_2d_condition", "UNet2DConditionOutput"),
+           "UNet2DModel": ("diffusers.models.unets.unet_2d", "UNet2DOutput")}
+TRANSFORMER_OUTPUT = ("diffusers.models.modeling_outputs", "Transformer2DModelOutput")
 
 
-def check_openvino(pipe: Any, preset: Any, device: Any) -> Any:
-    """The UNet to convert, or a PresetError saying why this run cannot use the OpenVINO backend."""
-    unet = getattr(pipe, "unet", None)
-    name = type(unet).__name__ if unet is not None else type(getattr(pipe, "transformer", None)).__name__
+def check_openvino(pipe: Any, preset: Any, device: Any) -> tuple[Family, str, Any]:
+    """(family, attribute, denoiser) to convert, or a PresetError saying why this run cannot use OpenVINO."""
+    family = family_for(type(pipe).__name__)
+    attribute = family.denoiser if getattr(pipe, family.denoiser, None) is not None else \
+        next((name for name in ("unet", "transformer") if getattr(pipe, name, None) is not None), family.denoiser)
+    denoiser = getattr(pipe, attribute, None)
+    family.check_openvino(type(denoiser).__name__ if denoiser is not None else "no denoiser",
+                          dict(getattr(denoiser, "config", None) or {}))
     refusals = [
-        (unet is None or name not in SUPPORTED, f"supports {' and '.join(SUPPORTED)} denoisers, not {name}"),
         (device.type != "cpu", f"runs on the CPU (device is {device.type})"),
         (preset.compile != "none", "replaces torch.compile (set compile: none)"),
-        (bool(preset.loras), "cannot follow LoRA weights (the converted UNet has fixed weights)"),
-        (preset.step_cache > 1, "runs the whole UNet each call (set step_cache: 1)"),
+        (bool(preset.loras), "cannot follow LoRA weights (the converted denoiser has fixed weights)"),
+        (preset.step_cache > 1, "runs the whole denoiser each call (set step_cache: 1)"),
     ]
-    config = getattr(unet, "config", {}) or {}
-    extra = [k for k in ("addition_embed_type", "class_embed_type", "time_cond_proj_dim", "num_class_embeds",
-                         "encoder_hid_dim_type") if config.get(k) is not None]
-    refusals.append((bool(extra), f"takes no UNet with {', '.join(extra)} (extra conditioning inputs)"))
     for refused, why in refusals:
         if refused:
             raise PresetError(f"backend: openvino: {why}", hint="use backend: torch for this run")
-    return unet
+    return family, attribute, denoiser
 
 
-def use_openvino(pipe: Any, preset: Any, device: Any) -> "OpenVINOUNet":
-    """Replace `pipe.unet` (and an AutoencoderKL's `decode`) with OpenVINO-backed stand-ins; each converts
-    at its first call."""
-    unet = check_openvino(pipe, preset, device)
+def use_openvino(pipe: Any, preset: Any, device: Any) -> "OpenVINODenoiser":
+    """Replace the pipeline's denoiser (and an AutoencoderKL's `decode`) with OpenVINO-backed stand-ins; each
+    converts at its first call."""
+    family, attribute, denoiser = check_openvino(pipe, preset, device)
     ov = import_openvino()
-    inference_precision(ov, unet.dtype)
+    inference_precision(ov, denoiser.dtype)
     source = {"model": preset.model, "revision": preset.revision, "variant": preset.variant}
-    shim = OpenVINOUNet(unet, source)
-    pipe.unet = shim
+    shim = OpenVINODenoiser(denoiser, family, attribute, source)
+    setattr(pipe, attribute, shim)
     vae = getattr(pipe, "vae", None)
     if type(vae).__name__ == "AutoencoderKL" and not (preset.vae_tiling or preset.vae_slicing):
         inference_precision(ov, vae.dtype)
@@ -59,17 +65,20 @@ def use_openvino(pipe: Any, preset: Any, device: Any) -> "OpenVINOUNet":
     return shim
 
 
-class OpenVINOUNet(torch.nn.Module):
-    """A UNet stand-in: same `config`/`dtype`/`device`, forward answered by compiled OpenVINO models."""
+class OpenVINODenoiser(torch.nn.Module):
+    """A denoiser stand-in: same `config`/`dtype`/`device`, called as the pipeline calls the torch module
+    (positional or keyword arguments, `return_dict`), answered by compiled OpenVINO models."""
 
-    def __init__(self, unet: Any, source: dict[str, Any]) -> None:
+    def __init__(self, denoiser: Any, family: Family, part: str, source: dict[str, Any]) -> None:
         super().__init__()
-        self.original = unet.eval()
-        self.config = unet.config
-        self.conditional = type(unet).__name__ == "UNet2DConditionModel"
-        self.source = source
-        self.runner = Converted(self.original, lambda module: _TraceableUNet(module, self.conditional), "unet",
-                                source)
+        self.original = denoiser.eval()
+        self.config = denoiser.config
+        self.family, self.source = family, source
+        self.names = tuple(family.openvino_inputs(dict(denoiser.config), 1, 2, 2, 1))
+        self.signature = inspect.signature(self.original.forward)
+        self.output = OUTPUTS.get(type(denoiser).__name__, TRANSFORMER_OUTPUT)
+        self.runner = Converted(self.original, lambda module: _Traceable(module, self.names), part, source,
+                                self.names)
 
     @property
     def dtype(self) -> Any:
@@ -79,46 +88,42 @@ class OpenVINOUNet(torch.nn.Module):
     def device(self) -> Any:
         return self.original.device
 
-    def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any = None, *args: Any,
-                return_dict: bool = True, **kwargs: Any) -> Any:
-        unused = [k for k, v in kwargs.items() if v not in (None, {}) and k != "class_labels"] + (
-            ["positional arguments"] if args else [])
-        if unused or kwargs.get("class_labels") is not None:
-            raise PresetError(f"backend: openvino: the pipeline passes {', '.join(unused or ['class_labels'])} "
-                              "to its UNet, which the converted UNet does not take",
-                              hint="use backend: torch for this model")
-        import numpy as np
+    def cache_context(self, name: str) -> Any:
+        """The torch module's own (Flux and Chroma pipelines name their calls; no hooks are attached here)."""
+        return self.original.cache_context(name)
 
-        inputs = [as_array(sample), np.asarray(_timestep(timestep), dtype=np.float32)]
-        if self.conditional:
-            inputs.append(as_array(encoder_hidden_states))
-        out = torch.from_numpy(self.runner(inputs)).to(sample.dtype)
+    def forward(self, *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+        arguments = self.signature.bind(*args, **kwargs).arguments
+        unused = [name for name, value in arguments.items() if name not in self.names and not _empty(value)]
+        absent = [name for name in self.names if arguments.get(name) is None]
+        if unused or absent:
+            what = f"passes {', '.join(unused)}" if unused else f"passes no {', '.join(absent)}"
+            raise PresetError(f"backend: openvino: the pipeline {what} to its {type(self.original).__name__}, "
+                              "which the converted model does not take", hint="use backend: torch for this model")
+        first = arguments[self.names[0]]
+        out = self.runner([as_array(torch.as_tensor(arguments[name])) for name in self.names])
+        out = torch.from_numpy(out).to(first.dtype)
         if not return_dict:
             return (out,)
-        if self.conditional:
-            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+        import importlib
 
-            return UNet2DConditionOutput(sample=out)
-        from diffusers.models.unets.unet_2d import UNet2DOutput
-
-        return UNet2DOutput(sample=out)
+        module, name = self.output
+        return getattr(importlib.import_module(module), name)(sample=out)
 
     def example_inputs(self, batch: int, height: int, width: int, text_length: int = 77) -> list[Any]:
-        """Zero inputs of a call's shapes (latent height/width; batch with CFG), for `runner.prepare` ahead of
-        a run."""
+        """Zero inputs of one call's shapes (latent height/width; batch with CFG; the prompt embeddings' length),
+        as the family names them, for `runner.prepare` ahead of a run."""
         import numpy as np
 
-        inputs = [np.zeros((batch, self.config.in_channels, height, width), np.float32), np.asarray(999.0, np.float32)]
-        if self.conditional:
-            inputs.append(np.zeros((batch, text_length, self.config.cross_attention_dim), np.float32))
-        return inputs
+        shapes = self.family.openvino_inputs(dict(self.config), batch, height, width, text_length)
+        return [np.zeros(shape, np.float32) for shape in shapes.values()]
 
 
 class OpenVINODecoder:
     """An AutoencoderKL's `decode(z, return_dict=True, generator=None)` answered by compiled OpenVINO models."""
 
     def __init__(self, vae: Any, source: dict[str, Any]) -> None:
-        self.runner = Converted(vae, _TraceableDecoder, "vae_decoder", source)
+        self.runner = Converted(vae, _TraceableDecoder, "vae_decoder", source, ("z",))
 
     def __call__(self, z: Any, return_dict: bool = True, generator: Any = None) -> Any:
         out = torch.from_numpy(self.runner([as_array(z)])).to(z.dtype)
@@ -129,17 +134,15 @@ class OpenVINODecoder:
         return DecoderOutput(sample=out)
 
 
-class _TraceableUNet(torch.nn.Module):
-    """The UNet with tensor-only inputs and output, for the converter."""
+class _Traceable(torch.nn.Module):
+    """The denoiser with the family's tensors as positional inputs and one tensor out, for the converter."""
 
-    def __init__(self, unet: Any, conditional: bool) -> None:
+    def __init__(self, denoiser: Any, names: tuple[str, ...]) -> None:
         super().__init__()
-        self.unet, self.conditional = unet, conditional
+        self.denoiser, self.names = denoiser, names
 
-    def forward(self, sample: Any, timestep: Any, *context: Any) -> Any:
-        if self.conditional:
-            return self.unet(sample, timestep, context[0], return_dict=False)[0]
-        return self.unet(sample, timestep, return_dict=False)[0]
+    def forward(self, *inputs: Any) -> Any:
+        return self.denoiser(**dict(zip(self.names, inputs)), return_dict=False)[0]
 
 
 class _TraceableDecoder(torch.nn.Module):
@@ -153,10 +156,9 @@ class _TraceableDecoder(torch.nn.Module):
         return type(self.vae).decode(self.vae, z, return_dict=False)[0]
 
 
-def _timestep(timestep: Any) -> float:
-    """One timestep for the whole batch (the converted model takes a scalar)."""
-    values = torch.as_tensor(timestep).flatten()
-    if values.numel() == 0 or not bool((values == values[0]).all()):
-        raise PresetError("backend: openvino: the pipeline passes per-image timesteps, which the converted UNet "
-                          "does not take", hint="use backend: torch for this model")
-    return float(values[0])
+def _empty(value: Any) -> bool:
+    """An argument the converted model may ignore: None, False, or a dict of such (Flux's `{}`, PixArt-Sigma's
+    `added_cond_kwargs` of Nones)."""
+    if isinstance(value, dict):
+        return all(_empty(v) for v in value.values())
+    return value is None or value is False

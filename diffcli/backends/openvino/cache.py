@@ -1,11 +1,12 @@
-"""On-disk cache of OpenVINO-converted models (UNet, VAE decoder): one folder per model, part, shapes and versions.
+"""On-disk cache of OpenVINO-converted models (UNet or transformer, VAE decoder): one folder per model, part,
+inputs, shapes and versions.
 
 The folder is `$DIFFCLI_OPENVINO_CACHE`, else `$HF_HOME/diffcli/openvino`, else
 `~/.cache/diffcli/openvino` (`caches.py`). An entry is `<key hash>/model.xml` + `model.bin` + `key.json` (and
 OpenVINO's compiled-model cache in `compiled/`, see `compile_cached`), written
 into a temporary folder beside it and renamed into place, so a reader never sees half an entry
 and two processes converting at once both succeed (the second rename loses and is discarded).
-The key holds a fingerprint of the weights (a strided sample of every tensor), so a retrained or
+The key holds a fingerprint of the weights (every byte of every tensor), so a retrained or
 edited model never reuses a stale conversion.
 """
 
@@ -40,17 +41,18 @@ def weights_fingerprint(module: Any) -> str:
 
 
 def cache_key(module: Any, source: dict[str, Any], part: str, shapes: tuple[tuple[int, ...], ...],
-              openvino_version: str) -> dict:
-    """Everything a converted model depends on (`part`: which of the pipeline's modules, e.g. unet)."""
+              openvino_version: str, inputs: tuple[str, ...] = ()) -> dict:
+    """Everything a converted model depends on (`part`: which of the pipeline's modules, e.g. unet or transformer;
+    `inputs`: the names of the converted model's inputs, in order, as the family adapter gives them)."""
     import diffusers
     import torch
 
     from diffcli import __version__
 
     config = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
-    return {"format": 3, "model": source.get("model"), "revision": source.get("revision"),
+    return {"format": 4, "model": source.get("model"), "revision": source.get("revision"),
             "variant": source.get("variant"), "part": part, "class": type(module).__name__, "config": config,
-            "weights": weights_fingerprint(module), "shapes": [list(s) for s in shapes],
+            "weights": weights_fingerprint(module), "inputs": list(inputs), "shapes": [list(s) for s in shapes],
             "openvino": openvino_version, "torch": torch.__version__, "diffusers": diffusers.__version__,
             "diffcli": __version__}
 

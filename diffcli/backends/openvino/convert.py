@@ -1,9 +1,9 @@
 """Running one torch module through OpenVINO: converted (or read from the disk cache) and compiled per input shapes.
 
-`Converted(module, traceable, part, source)` is called with a list of float32 arrays and returns the
-model's first output; each new set of input shapes is converted once (`openvino.convert_model`, static
-shapes, traced in float32 even when the module is not) and compiled at the inference precision that
-the module's dtype names (`PRECISIONS`), with torch's thread count.
+`Converted(module, traceable, part, source, names)` is called with a list of float32 arrays (the inputs `names`
+says, in order) and returns the model's first output; each new set of input shapes is converted once
+(`openvino.convert_model`, static shapes, traced in float32 even when the module is not) and compiled at the
+inference precision that the module's dtype names (`PRECISIONS`), with torch's thread count.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class Converted:
     """`module` as OpenVINO models, one per set of input shapes (see the module docstring)."""
 
     def __init__(self, module: Any, traceable: Callable[[Any], torch.nn.Module], part: str,
-                 source: dict[str, Any]) -> None:
-        self.module, self.traceable, self.part, self.source = module, traceable, part, source
+                 source: dict[str, Any], names: tuple[str, ...] = ()) -> None:
+        self.module, self.traceable, self.part, self.source, self.names = module, traceable, part, source, names
         self.compiled: dict[tuple[Any, ...], Any] = {}
 
     def __call__(self, inputs: list[np.ndarray]) -> np.ndarray:
@@ -69,7 +69,7 @@ class Converted:
         shapes = tuple(tuple(a.shape) for a in inputs)
         xml = None
         if model is None:
-            key = cache_key(self.module, self.source, self.part, shapes, ov.__version__)
+            key = cache_key(self.module, self.source, self.part, shapes, ov.__version__, self.names)
             model, converted, xml = load_or_convert(ov, key, lambda: self.convert(inputs))
             STATS["conversions" if converted else "disk_hits"] += 1
         started = time.perf_counter()

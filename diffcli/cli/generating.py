@@ -86,7 +86,7 @@ def generate(command: str, default_preset: str, wanted: str | None, flags: dict[
     if not all_kept(plan, folder):
         before_loading(plan, preset, emitter)  # a no-op resume imports neither torch nor diffusers
     report = run_generation(command, preset, wanted, lines, policy, quiet=run["quiet"] or run["as_json"], plan=plan,
-                            preview=preview)
+                            folder=folder, preview=preview)
     if preset.gallery and report.extra.get("output"):
         from diffcli.sinks.gallery import update_gallery
 

@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
 
             cell = tuple((key, value) for key, value in record.cell if key.split(".", 1)[0] not in user_sets)
             plan = dataclasses.replace(plan, items=[dataclasses.replace(item, cell=cell) for item in plan.items])
-        if not all_kept(plan, OutputFolder(Path(preset.output) if preset.output else None, "replay", policy)):
+        folder = OutputFolder(Path(preset.output) if preset.output else None, "replay", policy)
+        if not all_kept(plan, folder):
             verify_schedules(plan)  # a no-op resume imports neither torch nor diffusers
-        report = run_generation("replay", preset, record.task, lines, policy, quiet=quiet or as_json, plan=plan)
+        report = run_generation("replay", preset, record.task, lines, policy, quiet=quiet or as_json, plan=plan,
+                                folder=folder)
         emitter.document(report.to_dict(), human_lines(report))

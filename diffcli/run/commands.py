@@ -78,13 +78,14 @@ def build_sinks(command: str, preset: Any, items: list[Item], quiet: bool, ranks
 
 def run_generation(command: str, preset: Any, wanted_task: str | None, lines: list[PromptLine] | None = None,
                    policy: str = "new", quiet: bool = True, loaded: Any = None, plan: Plan | None = None,
-                   preview: int | None = None) -> Report:
-    """Plan (unless given a `plan`), then make the items; `loaded` reuses an already loaded pipeline."""
+                   preview: int | None = None, folder: OutputFolder | None = None) -> Report:
+    """Plan (unless given a `plan`), then make the items into `folder` (by default the preset's output with
+    `policy`); `loaded` reuses an already loaded pipeline."""
     if plan is None:
         plan = plan_run(preset, wanted_task, lines)
         verify_schedules(plan)
     facts, items = plan.facts, plan.items
-    folder = OutputFolder(Path(preset.output) if preset.output else None, command, policy)
+    folder = folder or OutputFolder(Path(preset.output) if preset.output else None, command, policy)
     from diffcli.run.ranks import current
 
     ranks = current()

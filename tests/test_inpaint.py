@@ -261,6 +261,25 @@ def test_flux_uses_its_inpainting_pipeline_and_sd3_chroma_refuse_in_one_line(tin
         assert np.abs(pixels(entry["path"]) - np.asarray(theirs, dtype=int)).max() <= 2
 
 
+@pytest.mark.parametrize("seed", [5, 11])
+def test_sd3_with_16_latent_channels_equals_its_inpainting_pipeline(tiny_family, tmp_path, seed):
+    """SD3 (16 latent channels): StableDiffusion3InpaintPipeline.from_pipe, pixel-equal at seed + i."""
+    import diffusers
+
+    folder = tiny_family("sd3-16")
+    init, mask = random_image(tmp_path / "init.png", size=(32, 32)), half_mask(tmp_path / "mask.png", (32, 32))
+    doc = run_ok("inpaint", str(init), str(mask), "a cat", "--model", str(folder), "--steps", "3", "--width", "32",
+                 "--height", "32", "--strength", "0.8", "--seed", str(seed), "-n", "2", "-o", str(tmp_path / "o"))
+    reference = diffusers.StableDiffusion3InpaintPipeline.from_pretrained(folder)
+    reference.set_progress_bar_config(disable=True)
+    assert [entry["seed"] for entry in doc["images"]] == [seed, seed + 1]
+    for i, entry in enumerate(doc["images"]):
+        theirs = reference("a cat", image=Image.open(init), mask_image=Image.open(mask), strength=0.8, width=32,
+                           height=32, num_inference_steps=3,
+                           generator=torch.Generator("cpu").manual_seed(seed + i)).images[0]
+        assert np.abs(pixels(entry["path"]) - np.asarray(theirs, dtype=int)).max() <= 2
+
+
 def test_padding_mask_crop_on_a_greyscale_model_is_refused_before_loading(tmp_path):
     """diffusers' crop path makes RGB images: on digits-text (1 channel) it crashed in the model; now exit 2."""
     Image.new("L", (16, 16), 0).save(tmp_path / "i.png")

@@ -126,20 +126,22 @@ def build_tiny_chroma(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
-    """StableDiffusion3Pipeline: two CLIPs with projection + T5, a 1-layer SD3Transformer2DModel."""
+def build_tiny_sd3(folder: Path, seed: int = 0, latent_channels: int = 4) -> Path:
+    """StableDiffusion3Pipeline: two CLIPs with projection + T5, a 1-layer SD3Transformer2DModel
+    (16 latent channels: what diffusers' SD3 inpainting pipeline accepts)."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
     # 4 heads of 6: a width no other tiny family shares, so a LoRA made for another family does not fit
-    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
-                                        attention_head_dim=6, num_attention_heads=4, caption_projection_dim=24,
-                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=latent_channels,
+                                        num_layers=1, attention_head_dim=6, num_attention_heads=4,
+                                        caption_projection_dim=24, joint_attention_dim=32, pooled_projection_dim=64,
+                                        out_channels=latent_channels)
     tokenizer, text_encoder = _clip(True)
     tokenizer_2, text_encoder_2 = _clip(True)
     tokenizer_3 = t5_tokenizer()
-    StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_flux_vae(4),
+    StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_flux_vae(latent_channels),
                              text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
                              tokenizer_2=tokenizer_2, text_encoder_3=t5_encoder(len(tokenizer_3)),
                              tokenizer_3=tokenizer_3, transformer=transformer, image_encoder=None,
@@ -232,6 +234,7 @@ def build_tiny_transformer_controlnet(folder: Path, family: str, seed: int = 1) 
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "sd3": build_tiny_sd3,
+    "sd3-16": lambda folder: build_tiny_sd3(folder, latent_channels=16),
     "flux": build_tiny_flux,
     "flux-schnell": lambda folder: build_tiny_flux(folder, guidance_embeds=False),
     "chroma": build_tiny_chroma,

@@ -9,7 +9,7 @@ SD 1.5 architecture (random weights from bench/sd15-architecture.json, PNDM, CFG
   torch-bf16   the pipeline loaded as bfloat16 (`dtype: bfloat16`): oneDNN's BF16/AMX kernels where the CPU has them
   openvino     the UNet converted by diffcli's backend (backends/openvino/backend.py) into an empty cache:
                conversion + save, then compile (f32 inference precision, torch's thread count); then the
-               same from the disk cache in a fresh OpenVINOUNet (read + compile: a later run's start)
+               same from the disk cache in a fresh OpenVINODenoiser (read + compile: a later run's start)
   openvino-bf16  the same with `dtype: bfloat16` (bf16 inference precision)
   openvino-int8  the converted model through nncf.compress_weights (INT8_ASYM weights; needs `pip install
                nncf`), compiled the same way, f32 precision (fails when nncf cannot be imported)
@@ -101,7 +101,7 @@ def child(case: str, args: argparse.Namespace) -> dict:
             record["conversions"] = convert.STATS["conversions"]
             record["rss_after_prepare_mib"] = rss_mib()
             shim.runner.compiled.clear()  # a later run's start: a fresh module that reads the disk cache
-            again = backend.OpenVINOUNet(original, shim.source)
+            again = backend.OpenVINODenoiser(original, shim.family, "unet", shim.source)
             started = time.perf_counter()
             again.runner.prepare(inputs)
             record["cached_prepare_s"] = round(time.perf_counter() - started, 2)

@@ -101,6 +101,7 @@ def test_converted_once_then_read_from_the_disk_cache(tiny_sd, _cache):
     assert sorted(keys) == ["unet", "vae_decoder"] and all((e / "model.xml").is_file() for e in entries)
     assert keys["unet"]["shapes"][0] == [2, 4, 8, 8] and keys["unet"]["model"] == str(tiny_sd)  # CFG: batch 2
     assert keys["unet"]["inputs"] == ["sample", "timestep", "encoder_hidden_states"]  # the family adapter's names
+    assert keys["unet"]["shapes"][1] == []  # one timestep per UNet call, whatever shape the pipeline passes it in
     assert keys["vae_decoder"]["shapes"] == [[1, 4, 8, 8]]
     txt2img(load(tiny_sd, "openvino"), ["a dog"], steps=3)  # a new process would do the same: a fresh pipeline
     assert ov_convert.STATS["conversions"] == before["conversions"] + 2
@@ -166,11 +167,13 @@ def test_weights_fingerprint_changes_with_the_weights(tiny_sd):
     assert weights_fingerprint(unet) != second
 
 
-def test_refusals(tiny_sd, monkeypatch):
+def test_refusals(tiny_sd, tiny_controlnet, monkeypatch):
     with pytest.raises(PresetError, match="backend: openvino: runs the whole denoiser each call"):
         load(tiny_sd, "openvino", step_cache=2)
     with pytest.raises(PresetError, match="backend: openvino: replaces torch.compile"):
         load(tiny_sd, "openvino", compile="default")
+    with pytest.raises(PresetError, match="backend: openvino: takes no ControlNet"):
+        load(tiny_sd, "openvino", controlnet=(str(tiny_controlnet),))
     monkeypatch.setattr(ov_convert, "cpu_capabilities", lambda ov: ["FP32", "INT8"])
     with pytest.raises(PresetError, match="backend: openvino: this CPU has no BF16 inference") as err:
         load(tiny_sd, "openvino", dtype="bfloat16")

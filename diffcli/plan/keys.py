@@ -175,9 +175,9 @@ KEY_TABLE: tuple[Key, ...] = (
     _k("step_cache", int, 1, "Step caching: the expensive part of the denoiser runs on 1 of every N calls (1: off). "
        "UNets: DeepCache (the deep blocks' features are reused); Flux/Chroma transformers: diffusers' TaylorSeer "
        "cache (the attention blocks' outputs are predicted in between).", low=1, high=10, flag="--step-cache"),
-    _k("backend", str, "torch", "Denoiser runtime: torch | openvino (CPU; the UNet converted once for the run's "
-       "shapes and cached on disk; computes in the UNet's dtype: bfloat16 uses the CPU's BF16 units; needs "
-       "`pip install -e \".[openvino]\"` in a clone).", choices=("torch", "openvino"),
+    _k("backend", str, "torch", "Denoiser runtime: torch | openvino (CPU; the UNet or transformer converted once "
+       "for the run's shapes and cached on disk; computes in the denoiser's dtype: bfloat16 uses the CPU's BF16 "
+       "units; needs `pip install -e \".[openvino]\"` in a clone).", choices=("torch", "openvino"),
        flag="--backend"),
 )
 KEYS: dict[str, Key] = {key.name: key for key in KEY_TABLE}

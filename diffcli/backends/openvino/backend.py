@@ -42,6 +42,7 @@ def check_openvino(pipe: Any, preset: Any, device: Any) -> tuple[Family, str, An
         (preset.compile != "none", "replaces torch.compile (set compile: none)"),
         (bool(preset.loras), "cannot follow LoRA weights (the converted denoiser has fixed weights)"),
         (preset.step_cache > 1, "runs the whole denoiser each call (set step_cache: 1)"),
+        (bool(preset.controlnet), "takes no ControlNet (the converted denoiser has no inputs for its residuals)"),
     ]
     for refused, why in refusals:
         if refused:
@@ -74,7 +75,9 @@ class OpenVINODenoiser(torch.nn.Module):
         self.original = denoiser.eval()
         self.config = denoiser.config
         self.family, self.source = family, source
-        self.names = tuple(family.openvino_inputs(dict(denoiser.config), 1, 2, 2, 1))
+        shapes = family.openvino_inputs(dict(denoiser.config), 1, 2, 2, 1)
+        self.names = tuple(shapes)
+        self.scalars = {name for name, shape in shapes.items() if shape == ()}  # a UNet's one timestep per call
         self.signature = inspect.signature(self.original.forward)
         self.output = OUTPUTS.get(type(denoiser).__name__, TRANSFORMER_OUTPUT)
         self.runner = Converted(self.original, lambda module: _Traceable(module, self.names), part, source,
@@ -101,7 +104,8 @@ class OpenVINODenoiser(torch.nn.Module):
             raise PresetError(f"backend: openvino: the pipeline {what} to its {type(self.original).__name__}, "
                               "which the converted model does not take", hint="use backend: torch for this model")
         first = arguments[self.names[0]]
-        out = self.runner([as_array(torch.as_tensor(arguments[name])) for name in self.names])
+        out = self.runner([_scalar(name, arguments[name]) if name in self.scalars
+                           else as_array(torch.as_tensor(arguments[name])) for name in self.names])
         out = torch.from_numpy(out).to(first.dtype)
         if not return_dict:
             return (out,)
@@ -154,6 +158,18 @@ class _TraceableDecoder(torch.nn.Module):
 
     def forward(self, z: Any) -> Any:
         return type(self.vae).decode(self.vae, z, return_dict=False)[0]
+
+
+def _scalar(name: str, value: Any) -> Any:
+    """An input the family declares as one value per call (shape ()): the pipeline's tensor of equal values, as that
+    value (SD pipelines pass a UNet's timestep as one value or a tensor of one)."""
+    import numpy as np
+
+    values = torch.as_tensor(value).flatten()
+    if values.numel() == 0 or not bool((values == values[0]).all()):
+        raise PresetError(f"backend: openvino: the pipeline passes per-image values of {name}, which the converted "
+                          "model takes as one value", hint="use backend: torch for this model")
+    return np.asarray(float(values[0]), dtype=np.float32)
 
 
 def _empty(value: Any) -> bool:

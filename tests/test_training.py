@@ -4,6 +4,7 @@ import json
 import zlib
 from pathlib import Path
 
+import pytest
 from diffusers import DiffusionPipeline
 
 from tests.conftest import run_cli
@@ -100,7 +101,49 @@ def test_shipped_models_were_trained_on_the_train_split():
     from diffcli.builtin.training import DEFAULT_STEPS
 
     models = Path(__file__).resolve().parent.parent / "models"
-    for target in ("digits", "digits-text"):
+    for target in ("digits", "digits-text", "digits-control"):
         recipe = json.loads((models / target / "training.json").read_text())
         assert recipe["split"] == "train" and recipe["subset"] is None, recipe
         assert recipe["steps"] == DEFAULT_STEPS[target] and recipe["batch_size"] == 64, recipe
+
+
+def test_train_digits_control_few_steps_and_its_edges_are_the_cli_s(tmp_path):
+    """digits-control: a float16 ControlNetModel folder that the CLI runs on the built-in digits-text; its training
+    edges are what `--control canny` makes of the same image."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from diffcli.builtin.digits import load_split, to_model_space
+    from diffcli.builtin.train_control import canny_edges
+    from diffcli.plan.control import load_control_image
+
+    out = tmp_path / "dc"
+    result = run_cli("train", "digits-control", "-o", str(out), "--steps", "2", "--subset", "64", "--batch-size", "8",
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["_class_name"] == "ControlNetModel"
+    images, _ = load_split("train")
+    x = to_model_space(images[:1])
+    Image.fromarray(((x[0, 0] + 1) / 2 * 255).round().clamp(0, 255).byte().numpy(), "L").save(tmp_path / "d.png")
+    theirs = np.asarray(load_control_image(str(tmp_path / "d.png"), "", "canny", 16, 16), dtype=np.float32) / 255
+    assert torch.equal(canny_edges(x)[0], torch.from_numpy(theirs).permute(2, 0, 1))
+    made = run_cli("txt2img", "a handwritten digit 8", "--preset", "digits-text", "--controlnet", str(out),
+                   "--control-image", str(tmp_path / "d.png"), "--control", "canny", "--steps", "2", "-n", "1",
+                   "-o", str(tmp_path / "o"), "--quiet")
+    assert made.returncode == 0, made.stderr
+    assert len(list((tmp_path / "o").glob("*.png"))) == 1
+
+
+@pytest.mark.slow
+def test_shipped_digits_control_wins_over_the_prompt():
+    """The judge reads the digit whose edges steer digits-text, not the other digit the prompt names (chance: 10%;
+    docs/builtin-models.md has the 100-image figure)."""
+    from diffcli.builtin.quality import digits_control_quality
+    from diffcli.plan.presets import resolve
+
+    preset = resolve("digits-control", None).preset
+    result = digits_control_quality(Path(preset.model), Path(preset.controlnet[0]), preset.guidance_scale, 3,
+                                    preset.steps, preset.scheduler, scale=preset.control_scale)
+    assert result["images"] == 30 and result["control_digit_share"] >= 0.6, result
+    assert result["prompt_digit_share"] <= 0.3, result

@@ -95,3 +95,51 @@ def contact_sheet(pixels: Any, columns: int, scale: int = 4) -> Any:
         sheet[1 + r * (height + 1): 1 + r * (height + 1) + height, 1 + c * (width + 1): 1 + c * (width + 1) + width] = image
     grid = Image.fromarray(sheet, mode="L")
     return grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+
+
+def digits_control_quality(model: Path, controlnet: Path, guidance: float, per_digit: int = 20, steps: int = 50,
+                           scheduler: str | None = None, device: str = "cpu", seed: int = 0, scale: float = 1.0,
+                           prompt_form: str = "a handwritten digit {n}") -> dict[str, Any]:
+    """How often the judge reads the digit whose Canny edges steer the image when the prompt names another one.
+
+    The control images are the first `per_digit` training-split images of each digit (the judge never saw them),
+    made into edges as `--control canny` makes them; image j of digit d is prompted with digit (d + 1 + j % 9) % 10
+    (never d) and seeded `seed + j`. `scale` 0 is digits-text without the ControlNet's effect.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from diffcli.builtin.digits import WORDS, load_split, to_model_space
+    from diffcli.builtin.judge import CONFIDENT, classify
+    from diffcli.plan.control import canny
+    from diffcli.run.controlnet import control_pipeline
+    from diffcli.run.pipelines import load_pipeline
+    from diffcli.sinks.pixels import to_uint8
+
+    preset = Preset(model=str(model), device=device, scheduler=scheduler, controlnet=(str(controlnet),))
+    pipe = control_pipeline(load_pipeline(preset, None).pipe, "txt2img")
+    images, labels = load_split("train")
+    shown, named, prompts, controls, generators = [], [], [], [], []
+    for digit in range(10):
+        members = np.flatnonzero(labels == digit)[:per_digit]
+        pixels = ((to_model_space(images[members])[:, 0] + 1) / 2 * 255).round().clamp(0, 255).byte().numpy()
+        for j, source in enumerate(pixels):
+            other = (digit + 1 + j % 9) % 10
+            shown.append(digit)
+            named.append(other)
+            prompts.append(prompt_form.format(n=other, w=WORDS[other]))
+            controls.append(canny(Image.fromarray(source, "L").convert("RGB")))
+            generators.append(torch.Generator("cpu").manual_seed(seed + j))
+    with torch.inference_mode():
+        made = pipe(prompts, image=controls, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
+                    controlnet_conditioning_scale=scale, output_type="np").images
+    pixels = to_uint8(made)
+    predicted, confidence = classify(pixels)
+    shown, named = np.array(shown), np.array(named)
+    control = (predicted == shown).reshape(10, -1)
+    return {"model": str(model), "controlnet": str(controlnet), "guidance_scale": guidance, "control_scale": scale,
+            "steps": steps, "images": len(prompts), "control_digit_share": round(float(control.mean()), 4),
+            "control_digit_share_per_digit": [round(float(c), 4) for c in control.mean(1)],
+            "confident_control_digit_share": round(float((control.ravel() & (confidence >= CONFIDENT)).mean()), 4),
+            "prompt_digit_share": round(float((predicted == named).mean()), 4), "pixels": pixels}

@@ -1,5 +1,6 @@
 """`diffcli train`: the built-in `digits` (DDPMPipeline), `digits-text` (StableDiffusionPipeline) and
-`digits-flow` (StableDiffusion3Pipeline, in train_flow.py) models.
+`digits-flow` (StableDiffusion3Pipeline, in train_flow.py) models, and `digits-control` (a ControlNetModel for
+digits-text, in train_control.py).
 
 Fixed seeds, EMA weights, periodic checkpoints with `--resume`, and a standard diffusers
 pipeline folder (safetensors + model_index.json) as the result (the shared machinery: train_loop.py).
@@ -13,8 +14,8 @@ from diffcli.builtin.train_loop import (EMA, TrainConfig, batch_indices, check_o
                                         train_loop, training_data)
 from diffcli.errors import UsageError
 
-TARGETS = ("digits", "digits-text", "digits-flow")
-DEFAULT_STEPS = {"digits": 4000, "digits-text": 4000, "digits-flow": 4000}
+TARGETS = ("digits", "digits-text", "digits-flow", "digits-control")
+DEFAULT_STEPS = {"digits": 4000, "digits-text": 4000, "digits-flow": 4000, "digits-control": 500}
 
 
 def train_digits(config: TrainConfig) -> dict[str, Any]:
@@ -135,9 +136,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(config.seed)
+    from diffcli.builtin.train_control import train_digits_control
     from diffcli.builtin.train_flow import train_digits_flow
 
-    runner = {"digits": train_digits, "digits-text": train_digits_text, "digits-flow": train_digits_flow}[config.target]
+    runner = {"digits": train_digits, "digits-text": train_digits_text, "digits-flow": train_digits_flow,
+              "digits-control": train_digits_control}[config.target]
     summary = runner(config)
     summary["output"] = str(config.output)
     return summary

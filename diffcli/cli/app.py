@@ -173,7 +173,7 @@ def inspect_cmd(
 @app.command("train")
 @guarded
 def train_cmd(
-    target: Annotated[str, typer.Argument(metavar="TARGET", help="digits | digits-text | digits-flow")],
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="digits | digits-text | digits-flow | digits-control")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Pipeline folder to write.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps (denoiser).")] = None,
     vae_steps: Annotated[int, typer.Option("--vae-steps", help="digits-text: autoencoder steps.")] = 1500,

@@ -120,7 +120,8 @@ def test_bug6_two_concurrent_skip_runs_both_succeed(tiny_ddpm, tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    assert sorted(p.name for p in (tmp_path / "o").glob("*-s*.png")) == [f"{i:04d}-s{i}.png" for i in range(4)]
+    made = sorted(p.name for p in (tmp_path / "o").glob("*.png"))
+    assert made == [f"{i:04d}-s{i}.png" for i in range(4)] + ["grid-0000-s0.png"]
 
 
 def test_bug7_json_document_on_interrupt_during_load_and_no_stale_report(tiny_ddpm, tmp_path, monkeypatch):

@@ -115,8 +115,19 @@ def _isolated_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def run_cli(*args: str, timeout: float = 300, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """Run `python -m diffcli ...` as a real subprocess (source tree first on the path)."""
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None, fresh: bool = False,
+            **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m diffcli ...` as a child process in the current folder: forked from the worker's pre-imported
+    server (tests/forkserver.py: its own process, exit status and streams, minus seconds of imports), or a new
+    interpreter when the call passes process options, sets variables read at start-up, or asks for `fresh`."""
+    from tests.forkserver import needs_fresh_interpreter
+
+    if not fresh and not kwargs and not needs_fresh_interpreter(env or {}):
+        from tests.hostile_runner import _fork_server, child_env
+
+        server = _fork_server()
+        if server is not None:
+            return server.run(list(args), Path.cwd(), child_env(**(env or {})), timeout)
     full_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
     return subprocess.run([sys.executable, "-m", "diffcli", *args], capture_output=True, text=True,

@@ -92,6 +92,9 @@ def _child(message: dict[str, Any], fds: list[int]) -> None:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
+        for target in message.get("close", []):  # a stream the case starts without: None, as at startup
+            os.close(target)
+            setattr(sys, ("stdin", "stdout", "stderr")[target], None)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.chdir(message["cwd"])
@@ -155,9 +158,97 @@ class ForkServer:
             return subprocess.CompletedProcess(args, returncode, out.read().decode("utf-8", "replace"),
                                                err.read().decode("utf-8", "replace"))
 
+    def start(self, args: list[str], cwd: Path, env: dict[str, str], stdout: Any = subprocess.PIPE,
+              stderr: Any = subprocess.PIPE, close: tuple[int, ...] = ()) -> "ForkedProcess":
+        """Fork a child and return at once, as `subprocess.Popen` does (one child at a time per server)."""
+        return ForkedProcess(self.path, list(args), cwd, env, stdout, stderr, close)
+
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
         import shutil
 
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ForkedProcess:
+    """A child forked by the server, with the part of `subprocess.Popen`'s interface the tests use: `pid`,
+    `stdout`/`stderr` (text pipes when PIPE), `poll`, `wait`, `communicate`, `send_signal`, `kill`, `returncode`.
+    Streams given as open files are passed on; the numbers in `close` start closed."""
+
+    def __init__(self, path: str, args: list[str], cwd: Path, env: dict[str, str], stdout: Any, stderr: Any,
+                 close: tuple[int, ...]) -> None:
+        self.args, self.returncode = args, None
+        passed, ours = [os.open(os.devnull, os.O_RDONLY)], []
+        self.stdout = self.stderr = None
+        for number, spec in ((1, stdout), (2, stderr)):
+            if spec is subprocess.PIPE and number not in close:
+                read, write = os.pipe()
+                passed.append(write)
+                ours.append(write)
+                setattr(self, "stdout" if number == 1 else "stderr", open(read, encoding="utf-8", errors="replace"))  # noqa: SIM115
+            elif hasattr(spec, "fileno"):
+                passed.append(spec.fileno())
+            else:
+                passed.append(os.open(os.devnull, os.O_WRONLY))
+                ours.append(passed[-1])
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conn.connect(path)
+        body = json.dumps({"args": args, "cwd": str(cwd), "env": env, "close": list(close)}).encode()
+        socket.send_fds(self._conn, [struct.pack("!I", len(body)) + body], passed)
+        for fd in [passed[0], *ours]:
+            os.close(fd)
+        self._reader = self._conn.makefile("rb")
+        self.pid = json.loads(self._reader.readline())["pid"]
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            import select
+
+            if select.select([self._conn], [], [], 0)[0]:
+                self._finish()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                self._finish()
+            except (TimeoutError, socket.timeout):
+                self._conn.settimeout(None)
+                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+        return self.returncode  # type: ignore[return-value]
+
+    def _finish(self) -> None:
+        line = self._reader.readline()
+        self.returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL
+        self._reader.close()
+        self._conn.close()
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        import threading
+
+        texts: dict[str, str] = {}
+        readers = [threading.Thread(target=lambda n=name, h=handle: texts.__setitem__(n, h.read()), daemon=True)
+                   for name, handle in (("out", self.stdout), ("err", self.stderr)) if handle and not handle.closed]
+        for reader in readers:
+            reader.start()
+        self.wait(timeout)
+        for reader in readers:
+            reader.join()
+        for handle in (self.stdout, self.stderr):
+            if handle and not handle.closed:
+                handle.close()
+        return texts.get("out"), texts.get("err")
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the child unless it has already ended (as `Popen.send_signal` does)."""
+        if self.poll() is not None:
+            return
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)

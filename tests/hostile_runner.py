@@ -46,10 +46,22 @@ def child_env(**extra: str) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def start(args: list[str], cwd: Path, **popen: Any) -> subprocess.Popen:
-    """Start diffcli with SIGINT at its default (a shell's job would have it), pipes for both streams."""
+def start(args: list[str], cwd: Path, fresh: bool = False, close: tuple[int, ...] = (), **popen: Any) -> Any:
+    """Start diffcli with SIGINT at its default (a shell's job would have it), pipes for both streams: forked
+    from the pre-imported server (tests/forkserver.py, a `Popen`-like handle) unless the case needs a new
+    interpreter (`fresh`: what it checks happens during the imports; environment read at start; other options).
+    `close`: stream numbers the process starts without."""
+    from tests.forkserver import needs_fresh_interpreter
+
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
+    extra_env = popen.get("env") or {}
+    server = None if fresh or set(popen) - {"env", "stdout", "stderr"} or needs_fresh_interpreter(extra_env) \
+        else _fork_server()
+    if server is not None:
+        return server.start(args, cwd, child_env(**extra_env), popen["stdout"], popen["stderr"], close)
+    if close:
+        popen["before_exec"] = lambda: [os.close(fd) for fd in close] and None
     env = child_env(**popen.pop("env", {}))
     also = popen.pop("before_exec", None)
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from diffcli.cli.app import app
 from tests.conftest import REPO, run_cli
+from tests.hostile_runner import start
 
 runner = CliRunner()
 
@@ -81,10 +82,8 @@ def test_missing_weights_and_sigterm_exit_code(tmp_path, tiny_ddpm):
     assert result.exit_code == 3 and "no weights file" in result.stderr
 
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", "500",
-                             "-b", "1", "--steps", "20", "-o", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    proc = start(["unconditional", "--preset", "digits", "-n", "500", "-b", "1", "--steps", "20", "-o", str(out)],
+                 tmp_path)  # a child process (forked from the tests' pre-imported server)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob("0*.png")):
         time.sleep(0.2)
@@ -216,10 +215,8 @@ def test_subprocess_run_and_help():
 
 def test_sigint_keeps_finished_images_and_leaves_no_temp_files(tmp_path):
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "diffcli", "unconditional", "--preset", "digits", "-n", "500",
-                             "-b", "1", "--steps", "20", "--every", "5", "-o", str(out), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    proc = start(["unconditional", "--preset", "digits", "-n", "500", "-b", "1", "--steps", "20", "--every", "5",
+                  "-o", str(out), "--json"], tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("0*.png"))) < 2:
         time.sleep(0.2)

@@ -174,18 +174,17 @@ def test_hostile_standard_streams(case: tuple, tmp_path: Path, tiny_ddpm: Path) 
     for fd, kind in ((1, stdout), (2, stderr)):
         if kind == "/dev/full":
             popen["stdout" if fd == 1 else "stderr"] = open("/dev/full", "w")  # noqa: SIM115
-    if closes:
-        popen["before_exec"] = lambda: [os.close(fd) for fd in closes] and None
-    if stdout == "early":
-        from tests.hostile_runner import start
+    from tests.hostile_runner import start
 
-        proc = start(fill(args, tmp_path, model=tiny_ddpm), tmp_path, **popen)
+    proc = start(fill(args, tmp_path, model=tiny_ddpm), tmp_path, close=tuple(closes), **popen)
+    if stdout == "early":
         proc.stdout.close()  # the reader went away before anything was written
         err = proc.stderr.read()
         proc.wait(timeout=120)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
     else:
-        result = run(fill(args, tmp_path, model=tiny_ddpm), tmp_path, **popen)
+        out, err = proc.communicate(timeout=120)
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, out or "", err or "")
     for handle in (popen["stdout"], popen["stderr"]):
         if handle is not subprocess.PIPE:
             handle.close()

@@ -100,7 +100,7 @@ def listed_files_are_whole(doc: dict[str, Any]) -> None:
 def test_signal(case: SignalCase, tmp_path: Path, tiny_ddpm: Path, tiny_sd: Path, bare_python: set[str]) -> None:
     args = fill(case.args + (["--json"] if case.as_json else []), tmp_path, ddpm=tiny_ddpm, sd=tiny_sd)
     before = snapshot(tmp_path)
-    proc = start(args, tmp_path)
+    proc = start(args, tmp_path, fresh=case.moment == "imports")  # signals during the imports need them
     if case.moment == "imports":
         wait_until(proc, lambda: bool(libraries(proc.pid) - bare_python), "diffcli's imports")
     elif case.moment == "load":

@@ -71,10 +71,11 @@ def test_digits_text_follows_prompts_and_guidance_matters():
 
     preset = resolve("digits-text", None).preset
     model = Path(preset.model)
-    # 20 DDIM steps, not the preset's 50, to keep the suite fast: bench/flow_quality.py measured 100% at both
-    guided = digits_text_quality(model, preset.guidance_scale, PER_DIGIT, steps=20, scheduler=preset.scheduler)
+    # 10 DDIM steps, not the preset's 50, to keep the suite fast. At these seeds (2026-12-05) guided: 100% at 20
+    # and at 10 steps (confident-correct 96% at both); unguided: 98% / 92% at 20, 94% / 88% at 10
+    guided = digits_text_quality(model, preset.guidance_scale, PER_DIGIT, steps=10, scheduler=preset.scheduler)
     assert guided["min_accuracy"] >= 0.90, guided["accuracy"]
-    unguided = digits_text_quality(model, 1.0, PER_DIGIT, steps=20, scheduler=preset.scheduler)
+    unguided = digits_text_quality(model, 1.0, PER_DIGIT, steps=10, scheduler=preset.scheduler)
     assert unguided["mean_accuracy"] < guided["mean_accuracy"], (unguided["accuracy"], guided["accuracy"])
     assert unguided["mean_confident_correct"] < guided["mean_confident_correct"]
     for result in (guided, unguided):

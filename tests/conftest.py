@@ -64,6 +64,12 @@ def cached_model(name: str, build) -> Path:
     return folder
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """The slow tests first (stable order otherwise): pytest-xdist hands work out in collection order, so
+    the long ones start early and the short ones fill in at the end, and the workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_ddpm() -> Path:
     from tests.tiny import build_tiny_unconditional

@@ -44,30 +44,45 @@ def _serve(path: str) -> None:
 
     for name in PRELOAD_NAMES:
         getattr(diffusers, name)
+    import threading
+    import warnings
+
+    # the children are forked while other children's reporting threads wait in waitpid or sendall: they hold no lock
+    warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
-    listener.listen(4)
+    listener.listen(16)
     print("ready", flush=True)
+    open_conns: set[socket.socket] = set()
     while True:
         conn, _ = listener.accept()
-        with conn:
-            message, fds = _receive(conn)
-            if message is None:
-                continue
-            pid = os.fork()
-            if pid == 0:
-                listener.close()
-                conn.close()
-                _child(message, fds)  # never returns
-            for fd in fds:
-                os.close(fd)
-            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-            _, status = os.waitpid(pid, 0)
-            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            try:
-                conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
-            except OSError:
-                pass
+        message, fds = _receive(conn)
+        if message is None:
+            conn.close()
+            continue
+        pid = os.fork()
+        if pid == 0:
+            for other in (listener, conn, *open_conns):
+                other.close()
+            _child(message, fds)  # never returns
+        for fd in fds:
+            os.close(fd)
+        open_conns.add(conn)
+        threading.Thread(target=_report, args=(conn, pid, open_conns), daemon=True).start()
+
+
+def _report(conn: socket.socket, pid: int, open_conns: set[socket.socket]) -> None:
+    """Send the child's pid, wait for it, send its exit status: one thread per child, so children overlap."""
+    try:
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        open_conns.discard(conn)
+        conn.close()
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
@@ -123,6 +138,20 @@ def _child(message: dict[str, Any], fds: list[int]) -> None:
             os._exit(code)
 
 
+def relay(path: str, args: list[str]) -> int:
+    """Run `diffcli ARGS` forked from the server at `path` on this process's own stdin, stdout and stderr (a
+    terminal, in the preview tests), folder and environment; return the child's exit status."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    with conn:
+        body = json.dumps({"args": args, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        socket.send_fds(conn, [struct.pack("!I", len(body)) + body], [0, 1, 2])
+        reader = conn.makefile("rb")
+        reader.readline()  # the child's pid
+        line = reader.readline()
+    return json.loads(line)["returncode"] if line else -signal.SIGKILL
+
+
 class ForkServer:
     """One server per test process, started on first use; `run` is a drop-in for a subprocess run."""
 
@@ -160,7 +189,7 @@ class ForkServer:
 
     def start(self, args: list[str], cwd: Path, env: dict[str, str], stdout: Any = subprocess.PIPE,
               stderr: Any = subprocess.PIPE, close: tuple[int, ...] = ()) -> "ForkedProcess":
-        """Fork a child and return at once, as `subprocess.Popen` does (one child at a time per server)."""
+        """Fork a child and return at once, as `subprocess.Popen` does; children may overlap."""
         return ForkedProcess(self.path, list(args), cwd, env, stdout, stderr, close)
 
     def close(self) -> None:
@@ -252,3 +281,8 @@ class ForkedProcess:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+if __name__ == "__main__":  # python -m tests.forkserver SOCKET ARGS...: exits as a shell reports the child
+    status = relay(sys.argv[1], sys.argv[2:])
+    sys.exit(128 - status if status < 0 else status)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from diffcli.cli.app import app
 from tests.conftest import REPO, run_cli
+from tests.hostile_runner import start
 
 runner = CliRunner()
 
@@ -111,12 +112,11 @@ def test_bug6_skip_is_honoured_at_publish_time(tmp_path):
     assert existed and np.asarray(Image.open(path)).max() == 0  # kept, not replaced, no error
 
 
+@pytest.mark.slow
 def test_bug6_two_concurrent_skip_runs_both_succeed(tiny_ddpm, tmp_path):
     args = ["unconditional", "--model", str(tiny_ddpm), "--steps", "3", "-n", "4", "-o", str(tmp_path / "o"),
             "--skip-existing", "-q"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "diffcli", *args], stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
+    procs = [start(args, tmp_path) for _ in range(2)]  # side by side, each forked from the pre-imported server
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

@@ -140,7 +140,7 @@ def test_concurrent_galleries_both_succeed(tmp_path: Path) -> None:
         image(f"out/{i:02d}.png", 390 + i)(tmp_path)
     for _ in range(3):
         shutil.rmtree(tmp_path / "out" / ".gallery", ignore_errors=True)
-        procs = [start(["gallery", str(tmp_path / "out"), "--json"], tmp_path, fresh=True)  # side by side
+        procs = [start(["gallery", str(tmp_path / "out"), "--json"], tmp_path)  # side by side
                  for _ in range(2)]
         for proc in procs:
             out, err = proc.communicate(timeout=120)

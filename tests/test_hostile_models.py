@@ -214,6 +214,7 @@ def test_hub_errors_are_mapped_by_type_without_retries(case: tuple, fake_hub: st
 # ------------------------------------------------------------------ a damaged OpenVINO cache (hostile-findings-2.md 20-21)
 
 
+@pytest.mark.slow
 def test_openvino_cache_swapped_or_garbage_is_reconverted_quietly(tiny_sd: Path, tmp_path: Path) -> None:
     """The UNet's cached IR swapped with the VAE's, then a garbage model.xml: each rerun reconverts (exit 0) and
     says nothing on stderr (no TensorFlow-frontend log lines from OpenVINO probing the file)."""

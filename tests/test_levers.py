@@ -90,6 +90,7 @@ def test_thread_defaults(monkeypatch):
     assert threads.default_threads() == 3
 
 
+@pytest.mark.slow
 def test_second_compile_process_reuses_the_first_ones_artefacts(tmp_path, monkeypatch):
     """compile: the graphs and kernels go to diffcli's compile cache (beside HF_HOME, not /tmp), and a
     second process loads them instead of compiling: cache hits and no misses."""

@@ -41,10 +41,15 @@ def tmux() -> str:
 
 def in_terminal(folder: Path, args: list[str], env: str = "unset NO_COLOR", timeout: float = 300,
                 watch: str | None = None) -> tuple[int, str, str, list[str]]:
-    """Run `diffcli ARGS` in a detached 120x50 tmux pane: (exit code, the pane's history with escapes, the same
+    """Run `diffcli ARGS` in a detached 120x50 tmux pane (forked from the worker's pre-imported server, see
+    tests/forkserver.py `relay`, unless that is off): (exit code, the pane's history with escapes, the same
     as plain text with wrapped lines joined, and the last 50 captures taken while it ran that showed `watch`)."""
+    from tests.hostile_runner import _fork_server
+
     socket = f"diffcli-{uuid.uuid4().hex[:12]}"
-    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "diffcli", *args])
+    server = _fork_server()  # the pane's diffcli is forked from it, with the pane's terminal as its three streams
+    runner = ["-m", "diffcli"] if server is None else ["-m", "tests.forkserver", server.path]
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *runner, *args])
     script = folder / f"{socket}.sh"
     script.write_text(f"cd {shlex.quote(str(folder))}\n{env}\nexport COLORTERM=truecolor OMP_NUM_THREADS=1 "
                       f"HF_HUB_OFFLINE=1 PYTHONPATH={shlex.quote(str(REPO))}\n"

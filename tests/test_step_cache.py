@@ -99,6 +99,7 @@ def test_unconditional_unet2dmodel(tiny_ddpm):
     assert torch.equal(sample_unconditional(pipe, 10, generators(), None), plain)
 
 
+@pytest.mark.slow
 def test_cached_steps_change_the_image_but_stay_close():
     """On the trained digits-text model: the same digits, a few grey levels apart."""
     prompts = [f"a handwritten digit {d}" for d in range(10)]

@@ -152,6 +152,7 @@ def test_cli_json_report_and_usage_errors(tmp_path):
     assert bad.exit_code == 2 and "--prompt" in bad.stderr
 
 
+@pytest.mark.slow
 def test_default_trace_is_digits_over_1000_ddpm_steps(tmp_path):
     result = invoke("denoise-trace", "--json")
     assert result.exit_code == 0, result.output

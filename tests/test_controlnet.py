@@ -359,3 +359,18 @@ def test_flux_and_sd3_txt2img_equal_their_controlnet_pipelines(tiny_family, tmp_
         assert ("no ControlNet image-to-image pipeline for StableDiffusion3Pipeline"
                 in json.loads(refused.stdout)["error"]["message"])
         assert not (tmp_path / "i").exists()
+
+
+def test_img2img_with_a_controlnet_on_a_greyscale_model(tmp_path):
+    """digits-text's VAE takes one channel; diffusers' ControlNet img2img makes init images RGB unless told not to
+    (it crashed in the VAE). The control image steers the picture, and replay gives the same file."""
+    init = random_image(tmp_path / "init.png", seed=1)
+    docs = []
+    for name, seed in (("a", 2), ("b", 3)):
+        control = random_image(tmp_path / f"control-{name}.png", seed=seed)
+        docs.append(run_ok("img2img", str(init), "a handwritten digit 8", "--preset", "digits-control",
+                           "--control-image", str(control), "--steps", "4", "-n", "1", "-o", str(tmp_path / name)))
+    first, second = (pixels(doc["images"][0]["path"]) for doc in docs)
+    assert first.shape == (16, 16) and np.abs(first - second).max() > 0
+    again = run_ok("replay", docs[0]["images"][0]["path"], "-o", str(tmp_path / "replay"))
+    assert np.array_equal(pixels(again["images"][0]["path"]), first)

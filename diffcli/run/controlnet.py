@@ -180,6 +180,11 @@ def control_pipeline(pipe: Any, kind: str) -> Any:
         made = getattr(diffusers, getattr(nets, kind)).from_pipe(pipe, controlnet=loaded if len(loaded) > 1
                                                                   else loaded[0])
         made.set_progress_bar_config(disable=True)
+        vae = getattr(pipe, "vae", None)
+        if kind == "img2img" and vae is not None and getattr(vae.config, "in_channels", 3) == 1:
+            # diffusers' ControlNet img2img converts init images to RGB; a greyscale VAE takes them as loaded
+            processor = made.image_processor
+            made.image_processor = type(processor)(**{**processor.config, "do_convert_rgb": False})
         _MADE[pipe][kind] = made
     made.scheduler = pipe.scheduler
     return made

@@ -267,3 +267,20 @@ def test_transformer_lora_equals_load_lora_weights(family, tiny_family, tmp_path
                  "--width", "32", "--height", "32", "-o", str(tmp_path / "wrong")], tmp_path)
     assert wrong.returncode == 3, wrong.stderr
     assert wrong.stderr.count("\n") == 1 and wrong.stderr.startswith("Error: LoRA ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--width", "32", "--height", "32"], "Error: width: 32 is more than the 16 pixels this model's denoiser can make"),
+    (["--hires", "2"], "Error: --hires 2: 16x16 becomes 32x32, more than the 16 pixels a side this model's denoiser"),
+])
+def test_sizes_beyond_sd3_position_embeddings_are_refused_before_loading(tmp_path, monkeypatch, args, message):
+    """digits-flow's transformer has position embeddings for 8 patches of 2 latents of 8 pixels a side: 16 px.
+    diffusers raises in the transformer beyond that (exit 1, and --hires lost its first pass)."""
+    import diffcli.run.pipelines as pipelines
+
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: pytest.fail("loaded the model"))
+    result = invoke("txt2img", "a handwritten digit 8", "--preset", "digits-flow", *args, "-o", str(tmp_path / "o"),
+                    "--json")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert json.loads(result.stdout)["status"] == "error" and not (tmp_path / "o").exists()

@@ -58,6 +58,10 @@ class Family:
         patch = denoiser_config.get("patch_size", 1)
         return patch if isinstance(patch, int) and 0 < patch <= 16 else 1
 
+    def max_side(self, denoiser_config: dict[str, Any], factor: int) -> int | None:
+        """The largest image side the denoiser can make, or None when its config sets no limit."""
+        return None
+
     def size_multiple(self, denoiser_config: dict[str, Any], factor: int) -> int:
         """Requested widths and heights must be multiples of this."""
         import math

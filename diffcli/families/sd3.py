@@ -12,6 +12,11 @@ from diffcli.families.base import ControlNets, Family
 class MMDiT(Family):
     """SD3's transformer: converted by backend: openvino with its four tensor inputs."""
 
+    def max_side(self, denoiser_config: dict[str, Any], factor: int) -> int | None:
+        """Position embeddings cover pos_embed_max_size patches a side (diffusers raises beyond them)."""
+        limit = denoiser_config.get("pos_embed_max_size")
+        return limit * self.patch(denoiser_config) * factor if isinstance(limit, int) and limit > 0 else None
+
     def openvino_refusal(self, denoiser_class: str, denoiser_config: dict[str, Any]) -> str | None:
         return self.openvino_refused or None
 

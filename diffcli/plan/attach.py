@@ -102,7 +102,7 @@ def attach_hires(preset: Any, facts: ModelFacts, items: list[Item]) -> list[Item
         raise UsageError(f"--hires-upscaler latent: UNet models (SD, SDXL) only, not {facts.class_name}",
                          hint="use --hires-upscaler lanczos")
     return [dataclasses.replace(item, hires=hires_spec(preset, facts.size_multiple, item.width, item.height,
-                                                       item.steps)) for item in items]
+                                                       item.steps, facts.max_side)) for item in items]
 
 
 def mask_warnings(items: list[Item]) -> list[str]:

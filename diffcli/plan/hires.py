@@ -33,13 +33,18 @@ class HiresSpec:
         return min(int(self.steps * self.strength), self.steps)
 
 
-def hires_spec(preset: Any, size_multiple: int, width: int, height: int, steps: int) -> HiresSpec:
-    """The second pass for an item of width x height and `steps` steps; PresetError when it cannot run."""
+def hires_spec(preset: Any, size_multiple: int, width: int, height: int, steps: int,
+               max_side: int | None = None) -> HiresSpec:
+    """The second pass for an item of width x height and `steps` steps; PresetError when it cannot run.
+    `max_side`: the largest side the model's denoiser can make, if it has one."""
     scale = float(preset.hires)
     final = [int(side * scale) // size_multiple * size_multiple for side in (width, height)]
-    if max(final) > MAX_SIDE:
-        raise PresetError(f"--hires {scale:g}: {width}x{height} becomes {final[0]}x{final[1]}, more than "
-                          f"{MAX_SIDE} pixels a side", hint="use a smaller --hires or a smaller size")
+    limit = min(MAX_SIDE, max_side or MAX_SIDE)
+    if max(final) > limit:
+        what = (f"the {limit} pixels a side this model's denoiser can make" if limit < MAX_SIDE
+                else f"{MAX_SIDE} pixels a side")
+        raise PresetError(f"--hires {scale:g}: {width}x{height} becomes {final[0]}x{final[1]}, more than {what}",
+                          hint="use a smaller --hires or a smaller size")
     if final == [width, height]:
         raise PresetError(f"--hires {scale:g}: {width}x{height} stays {width}x{height} (sides are multiples of "
                           f"{size_multiple})", hint="use a larger --hires")

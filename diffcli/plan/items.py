@@ -42,6 +42,7 @@ class ModelFacts:
     img2img: bool = True           # diffusers has an image-to-image pipeline for it
     inpaint: bool = True           # ... and an inpainting one
     channels: int = 3              # the images' channels (1: greyscale models such as digits-text)
+    max_side: int | None = None    # the largest side the denoiser can make (SD3's position embeddings), if any
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ def _size(value: int | None, default: int, key: str, facts: ModelFacts) -> int:
     if size % facts.size_multiple:
         raise PresetError(f"{key}: {size} is not divisible by {facts.size_multiple}, which this model needs",
                           hint=f"try {size // facts.size_multiple * facts.size_multiple or facts.size_multiple}")
+    if facts.max_side is not None and size > facts.max_side:
+        raise PresetError(f"{key}: {size} is more than the {facts.max_side} pixels this model's denoiser can make",
+                          hint=f"try {facts.max_side} or less")
     return size
 
 

@@ -121,6 +121,7 @@ def probe_model(preset: Any, wanted: str | None) -> ModelFacts:
                        img2img=family.name == "other" or family.img2img is not None,
                        inpaint=family.name == "other" or family.inpaint is not None, scheduler_config=scheduler,
                        channels=_int(image_config, "in_channels", 3),
+                       max_side=family.max_side(denoiser, factor) if task == "txt2img" else None,
                        upscale=upscale)
     return facts
 

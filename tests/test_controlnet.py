@@ -374,3 +374,31 @@ def test_img2img_with_a_controlnet_on_a_greyscale_model(tmp_path):
     assert first.shape == (16, 16) and np.abs(first - second).max() > 0
     again = run_ok("replay", docs[0]["images"][0]["path"], "-o", str(tmp_path / "replay"))
     assert np.array_equal(pixels(again["images"][0]["path"]), first)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("nan", "holds NaN or infinite values"),
+    ("truncated", "cannot load"),  # a damaged safetensors file is not a pickle-only folder: no --allow-pickle hint
+])
+def test_damaged_controlnet_weights_exit_3_in_one_line(tiny_sd, tiny_controlnet, tmp_path, damage, needle):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "net"
+    shutil.copytree(tiny_controlnet, folder)
+    weights = next(folder.glob("*.safetensors"))
+    if damage == "nan":
+        tensors = load_file(weights)
+        name = max(tensors, key=lambda key: tensors[key].numel())
+        tensors[name] = torch.full_like(tensors[name], float("nan"))
+        save_file(tensors, weights)
+    else:
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    control = random_image(tmp_path / "control.png")
+    result = invoke("txt2img", PROMPT, "--model", str(tiny_sd), "--controlnet", str(folder), "--control-image",
+                    str(control), "--steps", "2", "-o", str(tmp_path / "o"), *CPU)
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "allow-pickle" not in lines[0], lines
+    assert not any((tmp_path / "o").glob("*.png"))

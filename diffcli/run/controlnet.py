@@ -145,16 +145,29 @@ def load_controlnets(pipe: Any, preset: Any, device: Any, dtype: Any, offline: b
                     local_files_only=offline)
         except Exception as err:  # noqa: BLE001 - every loader failure is one line
             raise _load_error(model, err, preset.allow_pickle, offline) from None
+        _check_finite(net, model)
         loaded.append(net.to(device))
     _LOADED[pipe] = loaded
     _MADE.pop(pipe, None)
+
+
+def _check_finite(net: Any, model: str) -> None:
+    """ModelError (exit 3) when a ControlNet holds NaN or infinite weights (they would blacken every image)."""
+    import torch
+
+    for name, tensor in net.named_parameters():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"ControlNet {escape_control(model)} holds NaN or infinite values "
+                             f"({escape_control(name)[:120]})", hint="the file is damaged; use another copy")
 
 
 def _load_error(model: str, err: Exception, allow_pickle: bool, offline: bool) -> ModelError:
     from diffcli.run.hub import hub_error
 
     text = str(err)
-    if isinstance(err, OSError) and not allow_pickle and "safetensors" in text:
+    folder = Path(model).expanduser()
+    has_safetensors = folder.is_dir() and any(folder.glob("*.safetensors"))  # a damaged file is not a pickle one
+    if isinstance(err, OSError) and not allow_pickle and "safetensors" in text and not has_safetensors:
         return ModelError(f"ControlNet {escape_control(model)}: no safetensors weights (only pickle .bin files, "
                           "which can run code when loaded)",
                           hint="if you trust this model, opt in with --allow-pickle or `allow_pickle: true`")

@@ -256,3 +256,17 @@ def test_sigterm_finishes_or_cuts_the_running_batch_exits_0_and_releases_the_por
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", server.port))
         again.listen()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--preset", "digits-control"], "serve: controlnet is not a server setting"),
+    (["--preset", "digits-text", "--set", "hires=2"], "serve: hires is not a server setting"),
+])
+def test_settings_the_server_cannot_apply_are_refused_at_start(args, needle):
+    """A preset's ControlNet or hires pass would be ignored by every request: refused before anything loads."""
+    from tests.test_cli import invoke
+
+    result = invoke("serve", *args, "--port", "0")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {needle}"), lines

@@ -21,7 +21,10 @@ SERVE_KEYS = ("model", "config", "scheduler", "steps", "negative_prompt", "guida
               "offline", "allow_pickle", "threads", "step_cache", "backend")
 REFUSED_KEYS = {"init_image": "init images come with each img2img request",
                 "mask_image": "masks come with each edit or inpainting request",
-                "every": "a server writes no frames"}
+                "every": "a server writes no frames",
+                "controlnet": "the server runs no ControlNets: use txt2img, img2img or inpaint --controlnet",
+                "control_image": "the server runs no ControlNets: use txt2img, img2img or inpaint --controlnet",
+                "hires": "the server has no hires pass: use diffcli txt2img --hires"}
 
 
 def _opt(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -102,7 +105,7 @@ def register(app: typer.Typer) -> None:
                              hint="pip install -e \".[serve]\" in a clone")
         resolved = resolve(preset, "digits-text", sets, flags)
         for name, why in REFUSED_KEYS.items():
-            if getattr(resolved.preset, name) is not None:
+            if getattr(resolved.preset, name) not in (None, (), []):  # unset (lists: empty)
                 raise UsageError(f"serve: {name} is not a server setting ({why})")
         if resolved.default_used:
             emitter.note("Using the built-in preset 'digits-text' (a tiny model that draws handwritten digits); "

@@ -40,16 +40,16 @@ def tmux() -> str:
 
 
 def in_terminal(folder: Path, args: list[str], env: str = "unset NO_COLOR", timeout: float = 300,
-                watch: str | None = None) -> tuple[int, str, str, list[str]]:
+                watch: str | None = None, prefix: str = "") -> tuple[int, str, str, list[str]]:
     """Run `diffcli ARGS` in a detached 120x50 tmux pane (forked from the worker's pre-imported server, see
     tests/forkserver.py `relay`, unless that is off): (exit code, the pane's history with escapes, the same
     as plain text with wrapped lines joined, and the last 50 captures taken while it ran that showed `watch`)."""
     from tests.hostile_runner import _fork_server
 
     socket = f"diffcli-{uuid.uuid4().hex[:12]}"
-    server = _fork_server()  # the pane's diffcli is forked from it, with the pane's terminal as its three streams
+    server = None if prefix else _fork_server()  # the pane's diffcli is forked from it, on the pane's terminal
     runner = ["-m", "diffcli"] if server is None else ["-m", "tests.forkserver", server.path]
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *runner, *args])
+    command = prefix + " ".join(shlex.quote(a) for a in [sys.executable, *runner, *args])
     script = folder / f"{socket}.sh"
     script.write_text(f"cd {shlex.quote(str(folder))}\n{env}\nexport COLORTERM=truecolor OMP_NUM_THREADS=1 "
                       f"HF_HUB_OFFLINE=1 PYTHONPATH={shlex.quote(str(REPO))}\n"
@@ -207,6 +207,17 @@ def test_no_color_turns_the_preview_off_with_a_warning(tmp_path):
     assert HALF not in pane
     assert "Warning: --preview is off: NO_COLOR is set" in plain
     assert "out/0000-s0-a-handwritten-digit-7.png" in plain
+
+
+@pytest.mark.slow
+def test_a_background_job_in_a_terminal_gets_no_preview_and_is_not_stopped(tmp_path):
+    """Under `timeout` (its own process group, not the terminal's foreground one) a terminal query would stop
+    the process (SIGTTOU/SIGTTIN): the preview stays off and the run finishes. A new interpreter: the pane's
+    terminal must be its controlling terminal."""
+    code, pane, plain, _ = in_terminal(tmp_path, [*DIGITS, "--steps", "4", "-n", "1", "--preview-every", "1",
+                                                  "-o", "out"], prefix="timeout -k 5 120 ")
+    assert code == 0, plain
+    assert HALF not in pane and "out/0000-s0-a-handwritten-digit-7.png" in plain
 
 
 @pytest.mark.parametrize("args,message", [

@@ -3,7 +3,7 @@
 Drawn by textual-image (the `preview` extra), whose rich renderables pick the terminal's best way: sixel, kitty's
 graphics protocol, else coloured Unicode half blocks (▀). Off, silently, with --quiet or --json, when stdin,
 stdout or stderr is not a terminal (textual-image asks the terminal what it supports through them), under
-TERM=dumb, and on ranks other than 0; off with a warning when NO_COLOR is set (half blocks without colour show
+TERM=dumb, in a background job or a terminal of no size, and on ranks other than 0; off with a warning when NO_COLOR is set (half blocks without colour show
 nothing).
 """
 
@@ -61,9 +61,26 @@ def preview_blocker(quiet: bool) -> str | None:
         return "not a terminal"
     if os.environ.get("TERM", "") in ("dumb", "unknown"):  # rich draws no live bars there
         return "a dumb terminal"
+    try:
+        if _in_background(sys.stdout.fileno()):
+            return "running in the background"
+        if 0 in os.get_terminal_size(sys.stdout.fileno()):
+            return "the terminal reports no size"
+    except OSError:
+        return "not a terminal"
     if os.environ.get("NO_COLOR", ""):
         return NO_COLOR_REASON
     return None
+
+
+def _in_background(fd: int) -> bool:
+    """True when `fd` is this process's controlling terminal and another process group is in its foreground:
+    textual-image's terminal query would then stop the process (SIGTTOU/SIGTTIN), as for `timeout cmd`."""
+    try:
+        foreground = os.tcgetpgrp(fd)
+    except OSError:
+        return False  # not this process's controlling terminal (tcgetpgrp says so): no job control applies
+    return foreground != os.getpgrp()
 
 
 def default_every(total_steps: int) -> int:

@@ -199,3 +199,33 @@ def test_torchrun_signal_gives_one_document(signum: int, code: int, tiny_ddpm: P
     assert diffcli_lines(stderr) == ["Error: " + doc["error"]["message"]]
     listed_files_are_whole(doc)
     assert leftovers(tmp_path) == []
+
+
+SIGNAL_AT_EXIT = """
+import atexit, os, signal, sys, time
+from diffcli.__main__ import main
+
+def late_signal():  # runs after the outcome is reported, like a second Ctrl-C during torch's exit hooks
+    os.kill(os.getpid(), signal.{name})
+    time.sleep(2)
+    print("the shutdown went on after the signal", file=sys.stderr)
+
+atexit.register(late_signal)
+sys.argv = ["diffcli", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("args,code", [(["presets", "--json"], 0), (["presets", "show", "nope", "--json"], 2),
+                                       (["presets", "--nope", "--json"], 2)],
+                         ids=["after-success", "after-an-error", "after-a-usage-error"])
+def test_a_signal_during_shutdown_keeps_the_reported_outcome(name: str, args: list[str], code: int,
+                                                             tmp_path: Path) -> None:
+    """A signal in an exit hook once the outcome is reported ends the process with that outcome's code:
+    no traceback from the hook ("Exception ignored in atexit callback"), no second line, one document."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AT_EXIT.replace("{name}", name), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=child_env())
+    assert done.returncode == code, done.stderr[-3000:]
+    assert "went on" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+    check_result(done, code, "nope" if code else "", as_json=True)

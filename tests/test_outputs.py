@@ -1,4 +1,5 @@
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -141,3 +142,22 @@ def test_cell_names_keep_decimal_points():
     assert slugify("0.3", keep=".") == "0.3" and slugify("7.5-0.25", keep=".") == "7.5-0.25"
     assert slugify("../..", keep=".") == "prompt" and slugify("a.b 1.5..2", keep=".") == "a-b-1.5-2"
     assert slugify("a cat 0.3") == "a-cat-0-3"  # prompt slugs as before
+
+
+def test_a_run_that_fails_before_its_first_file_leaves_no_numbered_folder(tiny_ddpm, tmp_path, monkeypatch):
+    """The numbered folder is made after loading; a failure in the first batch removes it again (empty only)."""
+    import diffcli.run.sampling as sampling
+    from tests.test_cli import invoke
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the first batch failed")
+
+    with monkeypatch.context() as patched:  # the test's own working folder (a monkeypatch too) stays
+        patched.setattr(sampling, "sample_batch", broken)
+        result = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "--json")
+    assert result.exit_code == 1, result.output
+    assert "the first batch failed" in result.stderr
+    assert json.loads(result.stdout)["status"] == "error"
+    assert list((tmp_path / "outputs" / "unconditional").iterdir()) == []  # made to number the run, now empty
+    made = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "1", "--json")
+    assert made.exit_code == 0 and json.loads(made.stdout)["output"].endswith("0001")  # the number is free again

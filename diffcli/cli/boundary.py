@@ -65,8 +65,9 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         if wants_emitter:
             kwargs["emitter"] = emitter
         try:
-            return func(*args, **kwargs)
-        except typer.Exit:
+            result = func(*args, **kwargs)
+        except typer.Exit as done:
+            settle_signals(int(done.exit_code or 0))
             raise
         except KeyboardInterrupt as err:
             fail(emitter, interrupted_by(err))
@@ -78,6 +79,8 @@ def guarded(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug():
                 raise
             fail(emitter, pending_interrupt(getattr(err, "report", None)) or err)
+        settle_signals(0)
+        return result
 
     signature = inspect.signature(func, eval_str=True)
     wrapper.__annotations__ = {}  # the signature below carries the evaluated annotations
@@ -90,13 +93,37 @@ def fail(emitter: Emitter, err: BaseException) -> None:
     message, code = describe(err)
     report = getattr(err, "report", None)
     emitter.error(message, code, report.to_dict() if report is not None and hasattr(report, "to_dict") else report)
+    settle_signals(code)
     raise typer.Exit(code)
 
 
+def settle_signals(code: int) -> None:
+    """Once the outcome is reported, SIGINT or SIGTERM only ends the shutdown early, with that outcome's
+    code: raised there, it would be a traceback from an exit hook (torch's, Python's own). Only in a
+    process that `run_app` started (a command run in-process by a test leaves its host's handlers)."""
+    if not _owns_process:
+        return
+
+    def exit_now(_signum: int, _frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - nothing more to say on a broken stream
+                pass
+        os._exit(code)
+
+    try:
+        signal.signal(signal.SIGINT, exit_now)
+        signal.signal(signal.SIGTERM, exit_now)
+    except ValueError:  # not the main thread
+        pass
+
+
 IMPORT_PATIENCE_S = 0.25
+_owns_process = False
 
 
-def install_signals(emitter: Emitter | None = None) -> None:
+def install_signals(emitter: Emitter | None = None, owns_process: bool = False) -> None:
     """SIGINT ends a run with exit 130 and SIGTERM like it with 143, finished files kept; each is
     recorded, so an error that library code makes of it is still reported as the interrupt.
 
@@ -106,6 +133,8 @@ def install_signals(emitter: Emitter | None = None) -> None:
     20 ms; if the import is still running after 0.25 s (torch, diffusers: seconds, before anything
     is written) the process answers at once (one line, the document with --json) and exits.
     """
+    global _owns_process
+    _owns_process = _owns_process or owns_process
     deferred: list[float] = []
 
     def handler(signum: int, frame: Any) -> None:

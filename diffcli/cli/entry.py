@@ -98,7 +98,7 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
     except DiffcliError as err:  # said by every process: a bad launch environment has no trusted rank 0
         sys.exit(_error(err.message + (f" ({err.hint})" if err.hint else ""), int(err.exit_code), as_json, True))
     try:
-        install_signals()  # from here a signal is answered here (or by the command's boundary)
+        install_signals(owns_process=True)  # from here a signal is answered here (or by the command's boundary)
         code = app(args=args, prog_name="diffcli", standalone_mode=False)
         code = code if isinstance(code, int) else 0
         if code == 130:  # typer turns a signal outside a command into a silent 130
@@ -143,6 +143,9 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
         code = _broken_pipe()
     except OSError:
         code = code or 4
+    from diffcli.cli.boundary import settle_signals
+
+    settle_signals(int(code))  # said and flushed: a signal in an exit hook now only ends the exit early
     if code in (130, 143):
         _exit_interrupted(code)
     sys.exit(code)

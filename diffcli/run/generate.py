@@ -198,6 +198,8 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
             raise
         finally:
             report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)
+            if not completed:
+                folder.discard_if_empty()  # a run that failed before its first file leaves no empty folder
             if preset.compile != "none":
                 from diffcli.run.caches import compile_cache_counts
 

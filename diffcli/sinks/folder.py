@@ -39,6 +39,7 @@ class OutputFolder:
         self._root = root
         self._auto_parent = base / command
         self._made: set[Path] = set()
+        self._reserved: Path | None = None  # the numbered folder this process made, if any
 
     @property
     def automatic(self) -> bool:
@@ -93,7 +94,18 @@ class OutputFolder:
             except OSError as err:
                 raise describe(err, candidate) from None
             self._made.add(candidate)
+            self._reserved = candidate
             return candidate
+
+    def discard_if_empty(self) -> None:
+        """Remove the numbered folder this process made when nothing landed in it (a run that failed)."""
+        if self._reserved is not None and self._root == self._reserved:
+            try:
+                self._reserved.rmdir()  # an empty folder only
+            except OSError:
+                return
+            self._made.discard(self._reserved)
+            self._root = self._reserved = None
 
     def _mkdir(self, path: Path) -> None:
         try:

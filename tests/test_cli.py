@@ -55,6 +55,8 @@ def test_unconditional_json_schema(tiny_ddpm, tmp_path):
     (["unconditional", "--model", "bad id!!"], 3, "is neither an existing local folder nor a valid hub id"),
     (["unconditional", "--model", "owner/na..me"], 3, "nor a valid hub id"),
     (["unconditional", "--model", "google/ddpm-cifar10-32", "--offline"], 3, "not in the local cache and diffcli is offline"),
+    (["txt2img", "a", "--model", "owner/uncached", "--offline"], 3,  # every built-in model named, the ControlNet too
+     "the built-in models work offline: --preset digits, digits-control, digits-flow, digits-text"),
     (["txt2img", "a cat", "--preset", "digits"], 3, "not a txt2img model"),
     (["unconditional", "--overwrite", "--skip-existing"], 2, "exclude each other"),
     (["txt2img"], 2, "no prompt"),
@@ -285,3 +287,21 @@ def test_runs_sharing_a_folder_keep_their_own_grids(tmp_path):
     assert not os.path.exists(os.path.join(out, "0000-s0-seven.png")) and open(grids[0], "rb").read() == before
     kept = invoke("txt2img", "seven", *args, "--skip-existing")  # the run's overview is rebuilt with the run
     assert kept.exit_code == 0 and json.loads(kept.stdout)["grid"] == grids[0]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["inpaint", "a.png", "m.png", "--hires", "2"], "No such option for inpaint: --hires (txt2img takes it) "
+                                                     "(see diffcli inpaint --help)"),
+    (["txt2img", "--stpes", "3"], "No such option for txt2img: --stpes (did you mean --steps?)"),
+    (["txt2img", "--guidance", "3"], "(did you mean --guidance-scale?)"),
+    (["presets", "show", "--hires", "2"], "No such option for presets show: --hires (txt2img takes it)"),
+    (["--bogus"], "No such option: --bogus (see diffcli --help)"),
+])
+def test_an_unknown_option_names_close_spellings_and_the_commands_that_take_it(args, said):
+    """Not click's "Possible options" (any option sharing the `--`: --hires suggested --threads and --preset)."""
+    result = run_cli(*args, "--json")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith("Error: ") and said in line, line
+    assert "Possible options" not in line
+    assert json.loads(result.stdout)["error"]["message"] == line[len("Error: "):]

@@ -244,13 +244,16 @@ def test_sdxl_controlnet_on_an_sd_model_names_the_mismatch(tiny_sd, tiny_control
 
 @pytest.mark.parametrize("case, needle", [
     ("missing", "not found"), ("folder", "not found (or not a file)"), ("truncated", "not a readable image"),
-    ("bomb", "more pixels than"), ("more-images", "1 --controlnet but 2 --control-image"),
-    ("no-image", "1 --controlnet but 0 --control-image"), ("no-controlnet", "but no --controlnet"),
+    ("bomb", "more pixels than"), ("more-images", "1 ControlNet (--controlnet or the preset's controlnet) but 2"),
+    ("no-image", "1 ControlNet (--controlnet or the preset's controlnet) but 0 control images"),
+    ("no-image-hub-model", "but 0 control images"),  # the settings are checked before the model is looked up
+    ("no-controlnet", "but no --controlnet"),
     ("start-after-end", "--control-start 0.8 must be below --control-end 0.5"),
     ("with-hires", "not with --hires"),
 ])
 def test_bad_control_inputs_exit_2_before_loading(tiny_sd, tiny_controlnet, tmp_path, case, needle):
     control = random_image(tmp_path / "control.png")
+    model = str(tiny_sd)
     images, nets, extra = [str(control)], [str(tiny_controlnet)], []
     if case == "missing":
         images = [str(tmp_path / "nope.png")]
@@ -265,6 +268,8 @@ def test_bad_control_inputs_exit_2_before_loading(tiny_sd, tiny_controlnet, tmp_
         images = images * 2
     elif case == "no-image":
         images = []
+    elif case == "no-image-hub-model":
+        images, model = [], "nobody/not-a-model"
     elif case == "no-controlnet":
         nets = []
     elif case == "start-after-end":
@@ -273,7 +278,7 @@ def test_bad_control_inputs_exit_2_before_loading(tiny_sd, tiny_controlnet, tmp_
         extra = ["--hires", "2"]
     args = [arg for net in nets for arg in ("--controlnet", net)] + [arg for image in images
                                                                    for arg in ("--control-image", image)]
-    result = invoke("txt2img", PROMPT, "--model", str(tiny_sd), *args, *extra, "-o", str(tmp_path / "o"), *CPU)
+    result = invoke("txt2img", PROMPT, "--model", model, *args, *extra, "-o", str(tmp_path / "o"), *CPU)
     assert result.exit_code == 2, result.output
     assert needle in json.loads(result.stdout)["error"]["message"]
     assert not (tmp_path / "o").exists()

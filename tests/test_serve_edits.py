@@ -238,16 +238,24 @@ def test_a1111_mask_fields_map_to_the_cli_keys_and_equal_edits_share_a_batch(doo
              ({"mask_blur": 2, "mask_blur_x": 4, "mask_blur_y": 5}, (2, None, False))]
     made = []
     for fields, (blur, padding, invert) in cases:
-        wanted = wanted_of(A1111Img2Img.model_validate({**base, **fields}), service)
-        assert wanted.values.get("padding_mask_crop", (None, None))[1] == padding, fields
-        if padding is not None:  # "Only masked" crops to RGB: this greyscale model refuses it by name
-            with pytest.raises(RequestError, match="padding-mask-crop"):
-                door.items(wanted)
+        body = A1111Img2Img.model_validate({**base, **fields})
+        if padding is not None:  # "Only masked" crops to RGB: this greyscale model refuses it, naming the field
+            with pytest.raises(RequestError, match='inpaint_full_res: "Only masked"') as refused:
+                wanted_of(body, service)
+            assert refused.value.param == "inpaint_full_res" and "--" not in refused.value.message
             continue
+        wanted = wanted_of(body, service)
+        assert "padding_mask_crop" not in wanted.values or wanted.values["padding_mask_crop"][1] is None, fields
         items = door.items(wanted)
         spec = items[0].inpaint
         assert (spec.mask_blur, spec.padding_mask_crop, spec.invert_mask) == (blur, padding, invert), fields
         made.append(items)
+    for fill in (0, 1, 2, 3):  # A1111's four fills are accepted (diffusers starts from the noised image) ...
+        made.append(door.items(wanted_of(A1111Img2Img.model_validate({**base, "inpainting_fill": fill}), service)))
+    for fill in (7, -1, True):  # ... anything else is refused
+        with pytest.raises(Exception) as refused:
+            wanted_of(A1111Img2Img.model_validate({**base, "inpainting_fill": fill}), service)
+        assert "inpainting_fill" in str(refused.value)
     again = door.items(wanted_of(A1111Img2Img.model_validate({**base, "seed": 7}), service))
     assert again[0].batch_key() == made[0][0].batch_key()  # the same uploads are the same files: one batch
     assert len(list(door.init_dir.iterdir())) == 2
@@ -272,7 +280,7 @@ def read(body: bytes, kind: str, names=frozenset({"image", "mask"})):
     return asyncio.run(read_form(FakeRequest(body, kind), names))
 
 
-def test_the_form_reader_keeps_everything_in_memory_and_refuses_bad_forms():
+def test_the_form_reader_keeps_everything_in_memory_and_refuses_bad_forms(caplog):
     from diffcli.serve.errors import RequestError
 
     form = read(*multipart({"prompt": "a digit ✓", "n": "2"}, [("image", b"\x89PNG\r\n--x"), ("mask", b"m"),
@@ -290,3 +298,7 @@ def test_the_form_reader_keeps_everything_in_memory_and_refuses_bad_forms():
         with pytest.raises(RequestError) as caught:
             read(bad, bad_kind)
         assert caught.value.param == param and words in caught.value.message, caught.value.message
+    for malformed in (body.replace(b"\r\n", b"\n", 1), b"garbage" + body):
+        with pytest.raises(RequestError, match="not valid multipart"):
+            read(malformed, kind)
+    assert caplog.records == []  # python-multipart's own warnings reach no handler (Python printed them on stderr)

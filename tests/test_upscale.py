@@ -100,6 +100,28 @@ def test_metadata_and_replay_find_the_source_by_hash(tiny_upscaler, tmp_path):
     assert not (tmp_path / "r2").exists()
     fixed = run_ok("replay", made, "--set", f"upscale_image={kept}", "-o", str(tmp_path / "r3"))
     assert np.array_equal(pixels(fixed["images"][0]["path"]), pixels(made))
+    source.write_bytes(kept.read_bytes())
+    resized = retag(made, tmp_path / "resized.png", width=1000, height=40)  # an upscale's size is not read
+    same = run_ok("replay", str(resized), "-o", str(tmp_path / "r4"))
+    assert np.array_equal(pixels(same["images"][0]["path"]), pixels(made))
+    for tiling in ("yes", 1, [True]):
+        forged = invoke("replay", str(retag(made, tmp_path / "forged.png", vae_tiling=tiling)), "-o",
+                        str(tmp_path / "r5"), *CPU)
+        assert forged.exit_code == 2 and "vae_tiling: expected true or false" in forged.stderr, forged.output
+    assert not (tmp_path / "r5").exists()
+
+
+def retag(image, to, **changes):
+    """A copy of a diffcli PNG whose replay record's preset has `changes` (a forged record)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    with Image.open(image) as handle:
+        record, pixels_of = json.loads(handle.info["diffcli"]), handle.copy()
+    record["preset"].update(changes)
+    info = PngInfo()
+    info.add_text("diffcli", json.dumps(record))
+    pixels_of.save(to, pnginfo=info)
+    return to
 
 
 def test_vae_tiling_on_and_off(tiny_upscaler, tmp_path):

@@ -168,8 +168,33 @@ def test_skip_existing_rerun_makes_nothing_and_loads_nothing(tiny_ddpm, tmp_path
     assert all(e["existing"] for e in again["images"]) and [e["cell"] for e in again["images"]] == \
         [e["cell"] for e in first["images"]]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "v").iterdir()} == before
+    assert again["grids"] == first["grids"] and again["grid"] == first["grid"]  # reported as is, not rewritten
+    grid = Path(first["grid"])
+    made = pixels(grid)
+    grid.unlink()
+    remade = run_json(*args, "--skip-existing")  # a deleted grid is made again from the images on disk
+    assert remade["grids"] == first["grids"] and np.array_equal(pixels(grid), made)
+    assert Image.open(grid).info["diffcli-grid"] == json.dumps({"axes": first["grids"][0]["axes"]}, sort_keys=True)
     refused = invoke(*args, "--device", "cpu")
     assert refused.exit_code == 4  # same names again without --skip-existing: the cells exist
+
+
+def test_skip_existing_rerun_reports_and_remakes_the_overview_grid(tiny_ddpm, tmp_path, monkeypatch):
+    args = ("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "3", "-o", str(tmp_path / "o"))
+    first = run_json(*args)
+    grid = Path(first["grid"])
+    made, stamp = pixels(grid), grid.stat().st_mtime_ns
+    import diffcli.run.pipelines as pipelines
+
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: pytest.fail("loaded a model"))
+    again = run_json(*args, "--skip-existing")
+    assert again["grid"] == first["grid"] and grid.stat().st_mtime_ns == stamp
+    grid.unlink()
+    remade = run_json(*args, "--skip-existing")
+    assert remade["grid"] == first["grid"] and np.array_equal(pixels(grid), made)
+    alone = run_json("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "1", "-o", str(tmp_path / "o"),
+                     "--skip-existing")
+    assert alone["grid"] is None  # one image has no overview
 
 
 @pytest.mark.slow
@@ -229,6 +254,7 @@ def test_replayed_cells_keep_their_names_and_skip_checks_the_files_own_settings(
     assert names == ["0000-2-s5-a-cat.png", "0001-3-s5-a-cat.png"]
     for entry, name in zip(doc["images"], names):
         assert np.array_equal(pixels(out / name), pixels(entry["path"]))
+    assert sorted(path.name for path in out.iterdir()) == names  # one image per replay, no one-cell grid
     kept = run_json("replay", doc["images"][0]["path"], "-o", str(out), "--skip-existing")
     assert kept["images"][0]["existing"] is True and kept["images"][0]["steps"] == 2
     plain = run_json("txt2img", "a cat", "--model", str(tiny_sd), "--seed", "5", "--steps", "2", "-o",

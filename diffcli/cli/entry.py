@@ -113,8 +113,9 @@ def run_app(app: Any, argv: list[str] | None = None) -> None:
         except BrokenPipeError:
             code = _broken_pipe()
     except click_exceptions.UsageError as err:
-        message = err.format_message().strip().replace("\n", " ")
-        code = _error(message + " (see --help)", 2, as_json)
+        from diffcli.cli.usage import usage_message
+
+        code = _error(usage_message(err), 2, as_json)
     except typer.Abort:
         code = _error("interrupted", 130, as_json)
     except KeyboardInterrupt as err:

@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         check_init_image(record, user_sets)
         values = replay_layers(record, user_sets, flags)
         preset = build_preset(values, f"{image} (diffcli metadata)")
-        emitter.note(f"replaying {record.task} with model {preset.model}")
+        emitter.note(f"replaying {record.command} with model {preset.model}")
         lines = None
         if record.task == "txt2img":
             from diffcli.plan.items import PromptLine

@@ -68,8 +68,9 @@ def check_control(preset: Any) -> None:
                              hint="give the ControlNet model with --controlnet MODEL")
         return
     if nets != images:
-        raise UsageError(f"{nets} --controlnet but {images} --control-image: give one control image per ControlNet",
-                         hint="repeat --control-image in the order of the --controlnet models")
+        raise UsageError(f"{_count(nets, 'ControlNet')} (--controlnet or the preset's controlnet) but "
+                         f"{_count(images, 'control image')}: give one control image per ControlNet",
+                         hint="repeat --control-image in the order of the ControlNets")
     if preset.control_start >= preset.control_end:
         raise UsageError(f"--control-start {preset.control_start:g} must be below --control-end "
                          f"{preset.control_end:g}")
@@ -80,6 +81,10 @@ def check_control(preset: Any) -> None:
                              hint=f"drop {why} for ControlNet runs")
     if preset.control == "canny" and not opencv_available():
         raise UsageError("--control canny needs OpenCV, which is not installed", hint=OPENCV_HINT)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def read_control_images(preset: Any) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ MAX_PIXELS = 8192 * 8192
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 
 
-def read_bytes(path: str, what: str = "--init-image") -> bytes:
+def read_bytes(path: str, what: str = "init image") -> bytes:
     """The file's bytes: a regular file of at most 64 MiB; UsageError (exit 2) otherwise."""
     shown = escape_control(path)
     file = Path(path)
@@ -44,7 +44,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode(data: bytes, shown: str, what: str = "--init-image") -> Any:
+def decode(data: bytes, shown: str, what: str = "init image") -> Any:
     """A fully decoded PIL image from untrusted bytes; size and format checked before any pixel is decoded."""
     import warnings
 
@@ -109,5 +109,5 @@ def load_init_image(path: str, sha256: str, width: int, height: int, mode: str) 
     """The init image as the run uses it; refused (exit 2) if the file changed since it was planned."""
     data = read_bytes(path)
     if sha256 and sha256_hex(data) != sha256:
-        raise UsageError(f"--init-image: {escape_control(path)} changed while the run was starting")
+        raise UsageError(f"init image: {escape_control(path)} changed while the run was starting")
     return fit(decode(data, escape_control(path)), width, height, mode)

@@ -45,6 +45,15 @@ class ReplayRecord:
     upscale_sha256: str = ""  # upscale: the source image's recorded hash
     control_sha256: tuple[str, ...] = ()  # ControlNet: each control image's recorded hash
 
+    @property
+    def command(self) -> str:
+        """The command that made the image: upscale, inpaint, img2img, else the task (txt2img, unconditional)."""
+        for command, sha in (("upscale", self.upscale_sha256), ("inpaint", self.mask_sha256),
+                             ("img2img", self.init_sha256)):
+            if sha:
+                return command
+        return self.task
+
 
 def read_record(image: Path) -> ReplayRecord:
     """The validated replay record of a diffcli PNG; exit 2 for anything else."""
@@ -106,8 +115,14 @@ def validate_record(record: Any, shown: str) -> ReplayRecord:
     init_sha256 = _init_sha256(record, shown) if "init_image" in values else ""
     mask_sha256 = _init_sha256(record, shown, "mask_image") if "mask_image" in values else ""
     upscale_sha256 = _init_sha256(record, shown, "upscale_image") if "upscale_image" in values else ""
-    if upscale_sha256 and record["preset"].get("vae_tiling") is True:  # tiled pixels differ; tiling only lowers
-        values["vae_tiling"] = True                                     # memory, so replay keeps it
+    if upscale_sha256:  # the size is the source's times the scale; tiled pixels differ, tiling only lowers memory
+        for key in ("width", "height"):
+            values.pop(key, None)
+        tiling = record["preset"].get("vae_tiling")
+        if tiling is not None and not isinstance(tiling, bool):
+            raise UsageError(f"{shown}: diffcli metadata: vae_tiling: expected true or false")
+        if tiling:
+            values["vae_tiling"] = True
     return ReplayRecord(task=task, values=values, index=index, prompt_index=prompt_index, init_sha256=init_sha256,
                         cell=_cell(record.get("cell", []), values, shown), mask_sha256=mask_sha256,
                         upscale_sha256=upscale_sha256,
@@ -196,6 +211,7 @@ def replay_layers(record: ReplayRecord, user_sets: dict[str, Any], user_flags: d
     merged.update(user_sets)
     merged.update(user_flags)
     merged["num_images"] = 1
+    merged["grid"] = False  # one image (a --vary cell too): no grid
     from diffcli.plan.resources import builtin_model
 
     if isinstance(merged.get("model"), str) and "model" not in user_sets and "model" not in user_flags:

@@ -27,7 +27,7 @@ def shipped_configs_dir() -> Path:
 
 
 def builtin_models_dir() -> Path:
-    """Folder of the built-in offline models (`digits`, `digits-text`, `digits-flow`)."""
+    """Folder of the built-in offline models (`digits`, `digits-text`, `digits-flow`, `digits-control`)."""
     return _shipped_dir("models")
 
 
@@ -37,6 +37,15 @@ def builtin_model(name: str) -> Path | None:
         return None
     folder = builtin_models_dir() / name
     return folder if (folder / "model_index.json").is_file() else None
+
+
+def builtin_names() -> list[str]:
+    """The names of the built-in models this install ships (pipelines and the ControlNet), sorted."""
+    try:
+        return sorted(folder.name for folder in builtin_models_dir().iterdir()
+                      if (folder / "model_index.json").is_file() or (folder / "config.json").is_file())
+    except OSError:
+        return []
 
 
 def builtin_name(model: str) -> str | None:

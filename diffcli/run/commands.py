@@ -15,12 +15,13 @@ from diffcli.sinks.folder import OutputFolder
 
 def plan_run(preset: Any, wanted_task: str | None, lines: list[PromptLine] | None, axes: Sequence[Axis] = (),
              first_index: int = 0, first_prompt_index: int = 0) -> Plan:
-    """Read the facts once (the model's configs, no weights; the input files), then plan (plan/make_plan.py)."""
+    """Read the input files, then the model's facts (its configs, no weights), once each; then plan (plan/make_plan.py)."""
     from diffcli.plan.attach import read_inputs
     from diffcli.run.probe import probe_model
 
+    inputs = read_inputs(preset)  # the settings and the user's files (exit 2) before the model's lookup (exit 3)
     facts = probe_model(preset, wanted_task)
-    plan = make_plan(preset, facts, lines, axes, read_inputs(preset), first_index, first_prompt_index)
+    plan = make_plan(preset, facts, lines, axes, inputs, first_index, first_prompt_index)
     from diffcli.run.controlnet import check_controlnets
 
     check_controlnets(preset, facts)  # the ControlNets' configs: readable, of the family's class, fitting the model
@@ -98,15 +99,24 @@ def run_generation(command: str, preset: Any, wanted_task: str | None, lines: li
                               hint="use --overwrite to replace or --skip-existing to skip")
     report = execute(command, facts.task, preset.replace(task=facts.task), items, folder, sinks, facts.name, loaded,
                      scheduler_config=facts.scheduler_config)
-    if ranks is not None and ranks.is_main and preset.grid and vary:
+    kept_all = ranks is None and bool(report.images) and all(entry.get("existing") for entry in report.images)
+    if preset.grid and (kept_all or (ranks is not None and ranks.is_main)):
+        _grids_from_files(report, folder, items, vary, keep=kept_all)
+    return report
+
+
+def _grids_from_files(report: Report, folder: OutputFolder, items: list[Item], vary: bool, keep: bool) -> None:
+    """The grid(s) from the images on disk: rank 0's after a launch, and a `--skip-existing` rerun's that made no
+    image (`keep`: an existing grid is reported as is, a deleted one made again)."""
+    if vary:
         from diffcli.sinks.axes import grids_from_files
 
-        report.entries["grid"] = grids_from_files(folder, items, {e["index"]: e["path"] for e in report.images})
-    elif ranks is not None and ranks.is_main and preset.grid and len(items) > 1:
+        report.entries["grid"] = grids_from_files(folder, items, {e["index"]: e["path"] for e in report.images},
+                                                  keep)
+    elif len(items) > 1:
         from diffcli.sinks.grid import grid_from_files
 
         by_index = {item.index: item for item in items}
-        grid = grid_from_files(folder, [(by_index[e["index"]], e["path"]) for e in report.images])
+        grid = grid_from_files(folder, [(by_index[e["index"]], e["path"]) for e in report.images], keep)
         if grid is not None:
             report.entries["grid"] = [{"path": grid, "images": len(report.images)}]
-    return report

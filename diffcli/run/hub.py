@@ -95,7 +95,12 @@ def _causes(err: BaseException) -> list[BaseException]:
     return chain
 
 
-BUILTINS = "the built-in models work offline: --preset digits-text, digits-flow or digits"
+def builtins() -> str:
+    """The hint naming the built-in models (they work offline)."""
+    from diffcli.plan.resources import builtin_names
+
+    names = builtin_names()
+    return "the built-in models work offline: --preset " + ", ".join(names) if names else "give a local folder"
 
 
 def hub_error(model: str, err: BaseException, offline: bool, filename: str = "model_index.json") -> ModelError:
@@ -121,10 +126,10 @@ def hub_error(model: str, err: BaseException, offline: bool, filename: str = "mo
     if offline or caused_by(hub.OfflineModeIsEnabled):
         return ModelError(f"'{shown}' is not in the local cache and diffcli is offline",
                           hint="run once online (without --offline / HF_HUB_OFFLINE) to download it, "
-                               f"or give a local folder; {BUILTINS}")
+                               f"or give a local folder; {builtins()}")
     if caused_by(*network_errors()):
         return ModelError(f"cannot reach the Hugging Face Hub for '{shown}', and it is not in the local cache",
-                          hint=f"check the network, or use a local folder / a cached model with --offline; {BUILTINS}")
+                          hint=f"check the network, or use a local folder / a cached model with --offline; {builtins()}")
     remote_missing = getattr(hub, "RemoteEntryNotFoundError", hub.EntryNotFoundError)
     if any(isinstance(e, remote_missing) and not isinstance(e, hub.LocalEntryNotFoundError) for e in chain):
         # a 404 for the file: the repo exists but lacks it

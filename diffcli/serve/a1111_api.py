@@ -63,6 +63,9 @@ def wanted_of(body: A1111Txt2Img, service: Service) -> Wanted:
     return wanted
 
 
+INPAINTING_FILLS = (None, 0, 1, 2, 3)
+
+
 def inpaint_values(body: A1111Img2Img, wanted: Wanted, service: Service) -> None:
     """A1111's mask fields as diffcli's inpaint keys: the mask is read as the CLI reads one (white repaints,
     transparent keeps); `inpaint_full_res` ("Only masked") is `padding_mask_crop`."""
@@ -77,6 +80,13 @@ def inpaint_values(body: A1111Img2Img, wanted: Wanted, service: Service) -> None
     for name in ("inpainting_mask_invert", "inpaint_full_res"):
         if getattr(body, name) not in (None, 0, 1):
             raise RequestError(f"{name}: expected 0 or 1", param=name)
+    if body.inpainting_fill not in INPAINTING_FILLS:  # ignored (diffusers starts from the noised image), but A1111's
+        raise RequestError("inpainting_fill: expected 0, 1, 2 or 3 (fill, original, latent noise, latent nothing)",
+                           param="inpainting_fill")
+    channels = service.door.facts.channels
+    if body.inpaint_full_res and channels != 3:
+        raise RequestError(f"inpaint_full_res: \"Only masked\" crops through diffusers' RGB path; this model makes "
+                           f"{channels}-channel images (send inpaint_full_res 0)", param="inpaint_full_res")
     if body.inpainting_mask_invert is not None:
         wanted.values["invert_mask"] = ("inpainting_mask_invert", bool(body.inpainting_mask_invert))
     if body.inpaint_full_res is not None and not body.inpaint_full_res:

@@ -92,6 +92,7 @@ class A1111Img2Img(A1111Txt2Img):
     inpainting_mask_invert: Optional[Union[bool, int]] = None
     inpaint_full_res: Optional[Union[bool, int]] = None
     inpaint_full_res_padding: Optional[int] = None
+    inpainting_fill: Optional[int] = None
 
 
 A1111_IGNORED = frozenset({  # no effect on the pixels diffcli makes (or, on txt2img, meaningless without a mask)

@@ -108,6 +108,7 @@ async def read_form(request: Any, file_names: frozenset[str]) -> Form:
     if kind != b"multipart/form-data" or not boundary or len(boundary) > 200:
         raise RequestError("the body must be multipart/form-data (with a boundary), as OpenAI's image edits are",
                            code="invalid_form")
+    _quiet_parser_log()
     collector = _Collector(file_names)
     try:
         parser = MultipartParser(boundary, collector.callbacks())
@@ -119,3 +120,14 @@ async def read_form(request: Any, file_names: frozenset[str]) -> Form:
     if not collector.ended:
         raise RequestError("the body is not valid multipart/form-data (malformed or cut short)", code="invalid_form")
     return collector.form
+
+
+def _quiet_parser_log() -> None:
+    """python-multipart logs each malformed form as a warning before it raises; with no handler configured Python
+    prints it on the server's stderr. The client gets the 400; the server's log says nothing more."""
+    import logging
+
+    parser_log = logging.getLogger("python_multipart")
+    if not parser_log.handlers:
+        parser_log.addHandler(logging.NullHandler())
+        parser_log.propagate = False

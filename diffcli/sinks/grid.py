@@ -51,11 +51,14 @@ def compose(cells: list[tuple[str, Any]], columns: int | None = None) -> Any:
     return grid
 
 
-def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]]) -> str | None:
-    """The grid of a multi-process run, built on rank 0 from every rank's published images."""
+def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]], keep: bool = False) -> str | None:
+    """The grid built from the images on disk: a multi-process run's on rank 0, a resume's that made nothing
+    (`keep`: an existing grid is reported, not rewritten)."""
     from diffcli.sinks.folder import png_writer
 
     sink = GridSink([item for item, _ in entries])
+    if keep and len(entries) > 1 and run_folder.is_done(sink.name):
+        return str(run_folder.path_of(sink.name))
     for item, path in entries:
         image = open_existing(path)
         if image is not None:

@@ -147,10 +147,9 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
     import torch
 
     from diffcli.run.pipelines import load_pipeline
+    from diffcli.run.ranks import current
     from diffcli.run.sampling import sample_batch
-    from diffcli.run.threads import configure_threads
-
-    from diffcli.run.threads import ThreadGovernor
+    from diffcli.run.threads import ThreadGovernor, configure_threads
 
     report.extra["threads"] = configure_threads(preset.threads)
     governor = ThreadGovernor(report.extra["threads"], adaptive=preset.threads is None
@@ -198,7 +197,7 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
             raise
         finally:
             report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)
-            if not completed:
+            if not completed and current() is None:  # under a launch the folder is every rank's: it stays
                 folder.discard_if_empty()  # a run that failed before its first file leaves no empty folder
             if preset.compile != "none":
                 from diffcli.run.caches import compile_cache_counts

@@ -159,5 +159,29 @@ def test_a_run_that_fails_before_its_first_file_leaves_no_numbered_folder(tiny_d
     assert "the first batch failed" in result.stderr
     assert json.loads(result.stdout)["status"] == "error"
     assert list((tmp_path / "outputs" / "unconditional").iterdir()) == []  # made to number the run, now empty
+    import diffcli.run.switch as switch
+
+    def no_switch(*_args, **_kwargs):
+        raise RuntimeError("setting up the sinks failed")
+
+    with monkeypatch.context() as patched:  # a failure between making the folder and the first batch
+        patched.setattr(switch, "SchedulerSwitch", no_switch)
+        result = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "--json")
+    assert result.exit_code == 1 and "setting up the sinks failed" in result.stderr, result.output
+    assert list((tmp_path / "outputs" / "unconditional").iterdir()) == []
     made = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "1", "--json")
     assert made.exit_code == 0 and json.loads(made.stdout)["output"].endswith("0001")  # the number is free again
+    real, calls = sampling.sample_batch, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the second batch failed")
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patched:  # a failure after a file landed: the folder and the file stay
+        patched.setattr(sampling, "sample_batch", second_fails)
+        result = invoke("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "-b", "1", "--json")
+    assert result.exit_code == 1 and "the second batch failed" in result.stderr, result.output
+    kept = tmp_path / "outputs" / "unconditional" / "0002"
+    assert [path.name for path in kept.iterdir()] == ["0000-s0.png"]

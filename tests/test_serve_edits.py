@@ -224,7 +224,7 @@ def png(array: np.ndarray, mode: str) -> str:
 def test_a1111_mask_fields_map_to_the_cli_keys_and_equal_edits_share_a_batch(door):
     from diffcli.serve.a1111_api import wanted_of
     from diffcli.serve.errors import RequestError
-    from diffcli.serve.models import A1111Img2Img
+    from diffcli.serve.models import A1111Img2Img, parse
 
     white = np.zeros((16, 16), np.uint8)
     white[:, 8:] = 255
@@ -252,10 +252,13 @@ def test_a1111_mask_fields_map_to_the_cli_keys_and_equal_edits_share_a_batch(doo
         made.append(items)
     for fill in (0, 1, 2, 3):  # A1111's four fills are accepted (diffusers starts from the noised image) ...
         made.append(door.items(wanted_of(A1111Img2Img.model_validate({**base, "inpainting_fill": fill}), service)))
-    for fill in (7, -1, True):  # ... anything else is refused
-        with pytest.raises(Exception) as refused:
+    for fill in (7, -1):  # ... any other number is refused, naming the field
+        with pytest.raises(RequestError, match="inpainting_fill: expected 0, 1, 2 or 3") as refused:
             wanted_of(A1111Img2Img.model_validate({**base, "inpainting_fill": fill}), service)
-        assert "inpainting_fill" in str(refused.value)
+        assert refused.value.param == "inpainting_fill"
+    with pytest.raises(RequestError) as refused:  # and a boolean by the strict model
+        parse(A1111Img2Img, {**base, "inpainting_fill": True})
+    assert refused.value.param == "inpainting_fill"
     again = door.items(wanted_of(A1111Img2Img.model_validate({**base, "seed": 7}), service))
     assert again[0].batch_key() == made[0][0].batch_key()  # the same uploads are the same files: one batch
     assert len(list(door.init_dir.iterdir())) == 2

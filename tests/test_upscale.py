@@ -80,9 +80,12 @@ def test_metadata_and_replay_find_the_source_by_hash(tiny_upscaler, tmp_path):
     import hashlib
 
     source = random_image(tmp_path / "photo.png", size=(16, 16))
-    doc = run_ok("upscale", str(source), "--model", str(tiny_upscaler(4)), "--steps", "2", "--seed", "7",
-                 "--noise-level", "50", "-o", str(tmp_path / "o"))
+    args = ("upscale", str(source), "--model", str(tiny_upscaler(4)), "--steps", "2", "--seed", "7",
+            "--noise-level", "50", "-o", str(tmp_path / "o"))
+    doc = run_ok(*args)
     made = doc["images"][0]["path"]
+    resumed = run_ok(*args, "--skip-existing")  # the existing file's record is read and agrees
+    assert resumed["images"][0]["existing"] is True and resumed["images"][0]["path"] == made
     with Image.open(made) as image:
         parameters, record = image.info["parameters"], json.loads(image.info["diffcli"])
     assert "Postprocess upscale by: 4" in parameters and "Noise level: 50" in parameters

@@ -192,6 +192,10 @@ def test_skip_existing_rerun_reports_and_remakes_the_overview_grid(tiny_ddpm, tm
     grid.unlink()
     remade = run_json(*args, "--skip-existing")
     assert remade["grid"] == first["grid"] and np.array_equal(pixels(grid), made)
+    two = run_json("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "2", "-o", str(tmp_path / "o"),
+                   "--skip-existing")  # the same grid name, other images: the grid is this run's, not the last one's
+    assert two["grid"] == first["grid"] and pixels(grid).shape != made.shape  # 2 tiles in a row, not 3 in two
+    assert run_json(*args, "--skip-existing")["grid"] == first["grid"] and np.array_equal(pixels(grid), made)
     alone = run_json("unconditional", "--model", str(tiny_ddpm), "--steps", "2", "-n", "1", "-o", str(tmp_path / "o"),
                      "--skip-existing")
     assert alone["grid"] is None  # one image has no overview

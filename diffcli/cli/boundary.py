@@ -98,13 +98,18 @@ def fail(emitter: Emitter, err: BaseException) -> None:
 
 
 def settle_signals(code: int) -> None:
-    """Once the outcome is reported, SIGINT or SIGTERM only ends the shutdown early, with that outcome's
-    code: raised there, it would be a traceback from an exit hook (torch's, Python's own). Only in a
-    process that `run_app` started (a command run in-process by a test leaves its host's handlers)."""
+    """Once the outcome is reported, a SIGINT or SIGTERM no longer raises (from an exit hook, torch's or Python's
+    own, it printed a traceback): the first lets the shutdown go on, a second ends it at once with the outcome's
+    code. Only in a process `run_app` started; a command run in-process (by a test) leaves that process's exit alone.
+    """
     if not _owns_process:
         return
+    received: list[int] = []
 
-    def exit_now(_signum: int, _frame: Any) -> None:
+    def exit_now(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) < 2:
+            return  # already on its way out: the exit hooks (temporary folders, caches) still run
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -126,6 +131,7 @@ _owns_process = False
 def install_signals(emitter: Emitter | None = None, owns_process: bool = False) -> None:
     """SIGINT ends a run with exit 130 and SIGTERM like it with 143, finished files kept; each is
     recorded, so an error that library code makes of it is still reported as the interrupt.
+    `owns_process`: the caller is `run_app`, so the process ends with the command (see `settle_signals`).
 
     A signal that arrives while a module is being imported is not raised there: an exception in an
     import can abort the process (a C++ extension calling back into Python), be swallowed (an

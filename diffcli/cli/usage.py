@@ -11,10 +11,14 @@ CLOSE = 0.75  # difflib ratio on the names without dashes: `--stpes` finds `--st
 
 def usage_message(err: Any) -> str:
     """One line for a click UsageError (ending in "(see --help)")."""
+    try:  # typer vendors click; its exceptions are typer's own classes
+        from typer._click.exceptions import NoSuchOption
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click.exceptions import NoSuchOption
+
     message = err.format_message().strip().replace("\n", " ")
-    name = getattr(err, "option_name", None)
-    ctx = getattr(err, "ctx", None)
-    if not name or ctx is None or not name.startswith("--"):
+    name, ctx = getattr(err, "option_name", None), getattr(err, "ctx", None)
+    if not isinstance(err, NoSuchOption) or not name or ctx is None or not name.startswith("--"):
         return message + " (see --help)"
     path = ctx.command_path or "diffcli"  # "diffcli presets show"
     command = path.split(" ", 1)[1] if " " in path else ""
@@ -26,7 +30,8 @@ def usage_message(err: Any) -> str:
     if close:
         said += " (did you mean " + " or ".join(f"--{option}" for option in close) + "?)"
     elif takers:
-        said += f" ({', '.join(takers[:4])} {'takes' if len(takers) == 1 else 'take'} it)"
+        more = f" and {len(takers) - 4} more" if len(takers) > 4 else ""
+        said += f" ({', '.join(takers[:4])}{more} {'takes' if len(takers) == 1 else 'take'} it)"
     return said + f" (see {path} --help)"
 
 

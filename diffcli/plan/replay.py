@@ -115,9 +115,7 @@ def validate_record(record: Any, shown: str) -> ReplayRecord:
     init_sha256 = _init_sha256(record, shown) if "init_image" in values else ""
     mask_sha256 = _init_sha256(record, shown, "mask_image") if "mask_image" in values else ""
     upscale_sha256 = _init_sha256(record, shown, "upscale_image") if "upscale_image" in values else ""
-    if upscale_sha256:  # the size is the source's times the scale; tiled pixels differ, tiling only lowers memory
-        for key in ("width", "height"):
-            values.pop(key, None)
+    if upscale_sha256:  # tiled pixels differ, and tiling only lowers memory: replay keeps it
         tiling = record["preset"].get("vae_tiling")
         if tiling is not None and not isinstance(tiling, bool):
             raise UsageError(f"{shown}: diffcli metadata: vae_tiling: expected true or false")
@@ -208,6 +206,8 @@ def replay_layers(record: ReplayRecord, user_sets: dict[str, Any], user_flags: d
     """Record < --set < flags; the defaults of every other key stay the built-in ones."""
     merged = {key: KEYS[key].default for key in KEYS if KEYS[key].type is not dict}
     merged.update(record.values)
+    if record.upscale_sha256:  # an upscale's size is the source's times the scale: the record's is not read
+        merged["width"] = merged["height"] = None
     merged.update(user_sets)
     merged.update(user_flags)
     merged["num_images"] = 1

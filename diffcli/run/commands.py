@@ -107,7 +107,7 @@ def run_generation(command: str, preset: Any, wanted_task: str | None, lines: li
 
 def _grids_from_files(report: Report, folder: OutputFolder, items: list[Item], vary: bool, keep: bool) -> None:
     """The grid(s) from the images on disk: rank 0's after a launch, and a `--skip-existing` rerun's that made no
-    image (`keep`: an existing grid is reported as is, a deleted one made again)."""
+    image (`keep`: a grid file that is already this grid stays untouched; a deleted or other one is made again)."""
     if vary:
         from diffcli.sinks.axes import grids_from_files
 
@@ -119,4 +119,4 @@ def _grids_from_files(report: Report, folder: OutputFolder, items: list[Item], v
         by_index = {item.index: item for item in items}
         grid = grid_from_files(folder, [(by_index[e["index"]], e["path"]) for e in report.images], keep)
         if grid is not None:
-            report.entries["grid"] = [{"path": grid, "images": len(report.images)}]
+            report.entries["grid"] = [grid]

@@ -158,51 +158,54 @@ def _generate(command: str, task: str, preset: Any, todo: list[Item], folder: Ou
         loaded = load_pipeline(preset, task)
     report.timings["load_s"] = round(time.perf_counter() - started, 3)
     folder.root  # made now, after loading (numbered when automatic): a failed load leaves no empty folder
-    report.extra.update(device=str(loaded.device), dtype=str(loaded.dtype).replace("torch.", ""))
-    from diffcli.run.loras import lora_hashes
-
-    run = RunInfo(command=command, task=task, preset=preset, folder=folder, total=len(todo), pipe=loaded.pipe,
-                  model_name=model_name, latent=task == "txt2img" or getattr(loaded.pipe, "vqvae", None) is not None,
-                  existing=existing, lora_hashes=lora_hashes(preset.loras))
-    from diffcli.run.switch import SchedulerSwitch
-
-    switch = SchedulerSwitch(loaded.pipe, preset, scheduler_config)
-    fan = Sinks(sinks)
-    fan.start(run)
-    want_x0 = any(getattr(sink, "kinds", ()) and "x0" in sink.kinds for sink in sinks)
-    generate_started = time.perf_counter()
-    completed = False
     try:
-        for number, batch in enumerate(batches(todo, preset.batch_size)):
-            switch.use(batch[0])  # a --vary cell's scheduler, built with from_config (no reload)
-            generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
-            images = sample_batch(loaded.pipe, task, batch, generators,
-                                  lambda step, batch=batch: raise_if_signalled() or governor.check()
-                                  or fan.on_step(batch, step), want_x0)
-            from diffcli.sinks.pixels import to_uint8
+        report.extra.update(device=str(loaded.device), dtype=str(loaded.dtype).replace("torch.", ""))
+        from diffcli.run.loras import lora_hashes
 
-            fan.on_images(batch, to_uint8(images))
-            if number == 0:  # with compile: the compilation, or its reuse from the compile cache
-                report.timings["first_batch_s"] = round(time.perf_counter() - generate_started, 3)
-        completed = True
-    finally:
-        if governor.lowest < governor.full:
-            report.extra["threads_lowest"] = governor.lowest  # others started running during the run
-        fan.entries = {}
+        latent = task == "txt2img" or getattr(loaded.pipe, "vqvae", None) is not None
+        run = RunInfo(command=command, task=task, preset=preset, folder=folder, total=len(todo), pipe=loaded.pipe,
+                      model_name=model_name, latent=latent, existing=existing, lora_hashes=lora_hashes(preset.loras))
+        from diffcli.run.switch import SchedulerSwitch
+
+        switch = SchedulerSwitch(loaded.pipe, preset, scheduler_config)
+        fan = Sinks(sinks)
+        fan.start(run)
+        want_x0 = any(getattr(sink, "kinds", ()) and "x0" in sink.kinds for sink in sinks)
+        generate_started = time.perf_counter()
+        completed = False
         try:
-            switch.restore()
-            _merge(report, fan.close(completed))
-        except BaseException:
-            _merge(report, fan.entries)  # what the sinks that closed wrote is still reported
-            raise
-        finally:
-            report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)
-            if not completed and current() is None:  # under a launch the folder is every rank's: it stays
-                folder.discard_if_empty()  # a run that failed before its first file leaves no empty folder
-            if preset.compile != "none":
-                from diffcli.run.caches import compile_cache_counts
+            for number, batch in enumerate(batches(todo, preset.batch_size)):
+                switch.use(batch[0])  # a --vary cell's scheduler, built with from_config (no reload)
+                generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
+                images = sample_batch(loaded.pipe, task, batch, generators,
+                                      lambda step, batch=batch: raise_if_signalled() or governor.check()
+                                      or fan.on_step(batch, step), want_x0)
+                from diffcli.sinks.pixels import to_uint8
 
-                report.extra["compile_cache"] = compile_cache_counts()
+                fan.on_images(batch, to_uint8(images))
+                if number == 0:  # with compile: the compilation, or its reuse from the compile cache
+                    report.timings["first_batch_s"] = round(time.perf_counter() - generate_started, 3)
+            completed = True
+        finally:
+            if governor.lowest < governor.full:
+                report.extra["threads_lowest"] = governor.lowest  # others started running during the run
+            fan.entries = {}
+            try:
+                switch.restore()
+                _merge(report, fan.close(completed))
+            except BaseException:
+                _merge(report, fan.entries)  # what the sinks that closed wrote is still reported
+                raise
+            finally:
+                report.timings["generate_s"] = round(time.perf_counter() - generate_started, 3)
+                if preset.compile != "none":
+                    from diffcli.run.caches import compile_cache_counts
+
+                    report.extra["compile_cache"] = compile_cache_counts()
+    except BaseException:
+        if current() is None:  # under a launch the folder is every rank's: it stays
+            folder.discard_if_empty()  # failed before its first file: no empty numbered folder is left
+        raise
 
 
 def _merge(report: Report, entries: dict[str, list[dict[str, Any]]]) -> None:

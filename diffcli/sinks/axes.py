@@ -176,8 +176,8 @@ def render(layout: Layout, grid: Grid, tiles: dict[int, Any]) -> Any:
 
 
 def write_grids(folder: Any, layout: Layout, tiles: dict[int, Any], keep: bool = False) -> list[dict[str, Any]]:
-    """Write every grid of the layout (`keep`: not one that exists already); their report entries (path, images
-    shown, axes)."""
+    """Write every grid of the layout (`keep`: not one whose file is already that grid); their report entries
+    (path, images shown, axes)."""
     from diffcli.sinks.folder import png_writer
 
     entries = []
@@ -187,11 +187,11 @@ def write_grids(folder: Any, layout: Layout, tiles: dict[int, Any], keep: bool =
         if grid.fixed:
             axes.append({"key": grid.fixed[0], "values": [_chunk_value(grid.fixed[1])]})
         chunk = {GRID_KEY: json.dumps({"axes": axes}, sort_keys=True)}
-        if keep and folder.is_done(grid.name):
+        write = png_writer(render(layout, grid, tiles), chunk)
+        if keep and folder.holds(grid.name, write):
             path = folder.path_of(grid.name)
         else:
-            path, _ = folder.publish(grid.name, png_writer(render(layout, grid, tiles), chunk), final=False,
-                                     summary=True)
+            path, _ = folder.publish(grid.name, write, final=False, summary=True)
         count = sum(1 for block in grid.blocks.values() for i in block if i in tiles)
         entries.append({"path": str(path), "images": count, "axes": axes})
     return entries
@@ -208,14 +208,10 @@ def tile_of(image: Any) -> Any:
 
 def grids_from_files(folder: Any, items: list[Item], paths: dict[int, str], keep: bool = False) -> list[dict[str, Any]]:
     """The grids built from the images on disk: a multi-process run's on rank 0, a resume's that made nothing
-    (`keep`: a grid that exists is reported, not rewritten; with every grid there no image is read)."""
+    (`keep`: a grid file that is already that grid is not rewritten)."""
     layout = layout_of(items)
-    every_grid_kept = keep and all(folder.is_done(grid.name) for grid in layout.grids)
     tiles: dict[int, Any] = {}
     for index in layout.shown:
-        if every_grid_kept:
-            tiles.update({index: None} if index in paths else {})
-            continue
         image = open_existing(paths[index]) if index in paths else None
         if image is not None:
             tiles[index] = tile_of(image)

@@ -22,13 +22,14 @@ from diffcli.sinks.inside import (LOCK_PREFIX, TEMP_PREFIX, describe, is_real_fo
 __all__ = ["LOCK_PREFIX", "TEMP_PREFIX", "OutputFolder", "describe", "png_writer", "read_bounded", "save_png",
            "write_atomic"]
 POLICIES = ("new", "overwrite", "skip")
+MAX_SUMMARY_BYTES = 512 * 2**20  # the most of a grid read back to compare with the one a rerun would write
 
 
 class OutputFolder:
     """One run's output folder.
 
-    `root=None` means a new numbered folder under `base/<command>/` (0001, 0002, ...), made only
-    when the first file is written, so a run that fails early leaves nothing behind.
+    `root=None` means a new numbered folder under `base/<command>/` (0001, 0002, ...), made on first use
+    (`root`, once the model has loaded); `discard_if_empty` removes it again when the run fails before a file lands.
     Policies: `new` refuses existing final images, `overwrite` replaces them, `skip` keeps them.
     """
 
@@ -133,6 +134,17 @@ class OutputFolder:
         folder = real_subfolder(self.root, relative)
         self._made.add(folder)
         return folder
+
+    def holds(self, relative: str, write: Callable[[Any], None]) -> bool:
+        """True when the file is there with exactly the bytes `write` would write (a summary kept as it is)."""
+        import io
+
+        existing = self.read(relative, MAX_SUMMARY_BYTES)
+        if existing is None:
+            return False
+        buffer = io.BytesIO()
+        write(buffer)
+        return buffer.getvalue() == existing
 
     def read(self, relative: str, limit: int) -> bytes | None:
         """A file diffcli wrote earlier (a cache): a regular file of at most `limit` bytes, else None."""

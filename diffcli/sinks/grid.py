@@ -51,23 +51,24 @@ def compose(cells: list[tuple[str, Any]], columns: int | None = None) -> Any:
     return grid
 
 
-def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]], keep: bool = False) -> str | None:
-    """The grid built from the images on disk: a multi-process run's on rank 0, a resume's that made nothing
-    (`keep`: an existing grid is reported, not rewritten)."""
+def grid_from_files(run_folder: Any, entries: list[tuple[Item, str]], keep: bool = False) -> dict[str, Any] | None:
+    """The grid built from the images on disk, as its report entry: a multi-process run's on rank 0, a resume's
+    that made nothing (`keep`: a grid file that is already this grid is not rewritten)."""
     from diffcli.sinks.folder import png_writer
 
     sink = GridSink([item for item, _ in entries])
-    if keep and len(entries) > 1 and run_folder.is_done(sink.name):
-        return str(run_folder.path_of(sink.name))
-    for item, path in entries:
+    for item, path in entries[:MAX_CELLS]:
         image = open_existing(path)
         if image is not None:
             sink.add(item, image)
     if len(sink.cells) < 2:
         return None
-    cells = [sink.cells[index] for index in sorted(sink.cells)]
-    path, _ = run_folder.publish(sink.name, png_writer(compose(cells), None), final=False, summary=True)
-    return str(path)
+    write = png_writer(compose([sink.cells[index] for index in sorted(sink.cells)]), None)
+    if keep and run_folder.holds(sink.name, write):
+        path = run_folder.path_of(sink.name)
+    else:
+        path, _ = run_folder.publish(sink.name, write, final=False, summary=True)
+    return {"path": str(path), "images": len(sink.cells)}
 
 
 class GridSink:

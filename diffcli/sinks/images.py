@@ -8,7 +8,7 @@ from typing import Any
 from diffcli import __version__
 from diffcli.plan.items import Item
 from diffcli.sinks.base import RunInfo
-from diffcli.sinks.metadata import A1111_KEY, DIFFCLI_KEY, a1111_parameters, diffcli_chunk
+from diffcli.sinks.metadata import A1111_KEY, DIFFCLI_KEY, Composed, a1111_parameters, defuse, diffcli_chunk
 from diffcli.sinks.pixels import to_pil
 from diffcli.step import Step
 
@@ -126,15 +126,15 @@ def png_text(run: RunInfo, item: Item) -> dict[str, str]:
         from diffcli.plan.control import a1111_units
 
         fields.update(a1111_units(item.control, item.control_scale if item.control_scale is not None else 1.0))
-    prompt = item.prompt
-    if item.loras:  # A1111 and Civitai read LoRAs from `<lora:name:weight>` in the prompt
+    tags = ""
+    if item.loras:  # A1111 and Civitai read LoRAs from `<lora:name:weight>` in the prompt (names defused, not tags)
         from diffcli.plan.loras import prompt_tags
 
-        prompt = f"{prompt} {prompt_tags(item.loras)}"
-        used = [f"{name}: {run.lora_hashes[name]}" for name, _ in item.loras if run.lora_hashes.get(name)]
-        fields["Lora hashes"] = ", ".join(used) or None
+        tags = prompt_tags(tuple((defuse(name), weight) for name, weight in item.loras))
+        used = [f"{defuse(name)}: {run.lora_hashes[name]}" for name, _ in item.loras if run.lora_hashes.get(name)]
+        fields["Lora hashes"] = Composed(", ".join(used)) if used else None
     fields["Version"] = f"diffcli {__version__}"
-    text = a1111_parameters(prompt or None, item.negative_prompt or None, fields)
+    text = a1111_parameters(item.prompt or None, item.negative_prompt or None, fields, tags)
     return {A1111_KEY: text, DIFFCLI_KEY: diffcli_chunk(replay_record(run, item))}
 
 

@@ -36,15 +36,20 @@ def defuse(text: str | None) -> str:
     return _LABELS.sub(lambda label: label.group(1) + " -", fold(text))
 
 
+class Composed(str):
+    """A value diffcli composed from parts it defused itself (`Lora hashes: name: hash, ...`): written as is."""
+
+
 def _quote(value: Any) -> str:
-    text = defuse(str(value))
+    text = value if isinstance(value, Composed) else defuse(str(value))
     needs_quotes = any(c in text for c in ',:"\\') or not text.isprintable() or text != text.strip()
     return json.dumps(text) if needs_quotes else text
 
 
-def a1111_parameters(prompt: str | None, negative_prompt: str | None, fields: dict[str, Any]) -> str:
-    """The A1111 text: one prompt line, optional `Negative prompt:` line, `key: value, ...` settings line."""
-    lines = [defuse(prompt)]
+def a1111_parameters(prompt: str | None, negative_prompt: str | None, fields: dict[str, Any], tags: str = "") -> str:
+    """The A1111 text: one prompt line (then `tags`, diffcli's `<lora:name:weight>` of defused names), optional
+    `Negative prompt:` line, `key: value, ...` settings line."""
+    lines = [" ".join(part for part in (defuse(prompt), tags) if part)]
     negative = defuse(negative_prompt)
     if negative:
         lines.append(f"{NEGATIVE_LABEL} {negative}")

@@ -18,10 +18,10 @@ from typing import Any
 from diffcli.errors import UsageError
 from diffcli.plan.init_image import decode, fit, read_bytes, sha256_hex
 from diffcli.plan.items import Item, ModelFacts
+from diffcli.plan.keys import MAX_CONTROLNETS  # noqa: F401 - where the settings' bound lives
 from diffcli.plan.text import escape_control
 
 WHAT = "--control-image"
-MAX_CONTROLNETS = 4
 CANNY_THRESHOLDS = (100, 200)  # A1111's Canny defaults (its Threshold A and B)
 MODULES = ("none", "canny")
 OPENCV_HINT = 'install the control extra: pip install -e ".[control]" (opencv-python-headless)'
@@ -37,20 +37,6 @@ class ControlSpec:
     module: str = "none"       # the preprocessing: none | canny
     start: float = 0.0         # fraction of the steps at which the ControlNets start acting ...
     end: float = 1.0           # ... and stop
-
-
-def check_paths(value: Any) -> tuple[str, ...]:
-    """The `controlnet` and `control_image` keys: one path or hub id, or a list of at most 4; ValueError if not."""
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"expected a path or a list of paths, got {type(value).__name__}")
-    if len(value) > MAX_CONTROLNETS:
-        raise ValueError(f"{len(value)} entries; at most {MAX_CONTROLNETS}")
-    for entry in value:
-        if not isinstance(entry, str) or not entry.strip() or "\x00" in entry or len(entry) > 4096:
-            raise ValueError("expected non-empty paths or hub ids")
-    return tuple(entry.strip() for entry in value)
 
 
 def opencv_available() -> bool:

@@ -213,8 +213,6 @@ def check_value(name: str, value: Any) -> Any:
 
         return check_loras(value)
     if key.type is list:  # controlnet, control_image: paths or hub ids
-        from diffcli.plan.control import check_paths
-
         return check_paths(value)
     if key.type is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
@@ -272,3 +270,20 @@ def flag_label(name: str) -> str:
     """How the user names a key on the command line: its flag, else `--set name`."""
     key = KEYS.get(name)
     return key.flag if key is not None and key.flag else f"--set {name}"
+
+
+MAX_CONTROLNETS = 4
+
+
+def check_paths(value: Any) -> tuple[str, ...]:
+    """The `controlnet` and `control_image` keys: one path or hub id, or a list of at most 4; ValueError if not."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a path or a list of paths, got {type(value).__name__}")
+    if len(value) > MAX_CONTROLNETS:
+        raise ValueError(f"{len(value)} entries; at most {MAX_CONTROLNETS}")
+    for entry in value:
+        if not isinstance(entry, str) or not entry.strip() or "\x00" in entry or len(entry) > 4096:
+            raise ValueError("expected non-empty paths or hub ids")
+    return tuple(entry.strip() for entry in value)

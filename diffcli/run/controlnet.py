@@ -46,7 +46,7 @@ def check_controlnets(preset: Any, facts: ModelFacts) -> None:
         raise UsageError(f"--controlnet: diffusers has no ControlNet {KINDS[kind]} pipeline for {facts.class_name}",
                          hint="ControlNets run on SD 1.x/2.x, SDXL and Flux (txt2img, img2img, inpaint) and SD3 "
                               "(txt2img)")
-    from diffcli.run.pipelines import is_offline
+    from diffcli.run.model_files import is_offline
 
     offline = is_offline(preset)
     denoiser = _denoiser_config(preset, offline)
@@ -91,7 +91,7 @@ def controlnet_config(model: str, allow_pickle: bool, offline: bool) -> tuple[di
 
 
 def _check_weights(folder: Path, shown: str, allow_pickle: bool) -> None:
-    from diffcli.run.pipelines import WEIGHT_SUFFIXES
+    from diffcli.run.model_files import WEIGHT_SUFFIXES
 
     kinds = {WEIGHT_SUFFIXES[p.suffix] for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()}
     if not kinds:

@@ -121,3 +121,13 @@ def check_sizes(config: Any, path: Path) -> None:
         key, value, limit = found
         raise ModelError(f"{escape_control(str(path))}: config asks for {key} {one_line(repr(value), 60)}, "
                          f"more than diffcli allows ({limit:,})")
+
+
+WEIGHT_SUFFIXES = {".safetensors": "safe", ".bin": "pickle", ".pt": "pickle", ".pth": "pickle", ".ckpt": "pickle"}
+
+
+def is_offline(preset: Any) -> bool:
+    """`--offline`/`offline: true`, or HF_HUB_OFFLINE set in the environment."""
+    import os
+
+    return preset.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")

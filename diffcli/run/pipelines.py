@@ -16,7 +16,8 @@ from diffcli.errors import ModelError, PresetError
 from diffcli.plan.presets import Preset, looks_like_path
 from diffcli.plan.text import escape_control
 from diffcli.run.hub import check_hub_id, fetch_model_index, hub_error
-from diffcli.run.model_files import check_component_configs, check_index, read_json
+from diffcli.run.model_files import (WEIGHT_SUFFIXES, check_component_configs, check_index,  # noqa: F401
+                                     is_offline, read_json)
 
 UNCONDITIONAL_COMPONENTS = {"unet", "scheduler"}
 
@@ -45,11 +46,6 @@ def apply_offline(offline: bool) -> None:
     """Set HF_HUB_OFFLINE before huggingface_hub is imported (it reads it at import)."""
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
-
-
-def is_offline(preset: Preset) -> bool:
-    """`--offline`/`offline: true`, or HF_HUB_OFFLINE set in the environment."""
-    return preset.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def resolve_device(name: str) -> Any:
@@ -114,9 +110,6 @@ def read_model_index(model: str, preset: Preset, offline: bool) -> dict[str, Any
 def _hub_error(model: str, err: Exception, offline: bool) -> ModelError:
     """A hub failure as one line, chosen by exception type (see `diffcli.run.hub.hub_error`)."""
     return hub_error(model, err, offline)
-
-
-WEIGHT_SUFFIXES = {".safetensors": "safe", ".bin": "pickle", ".pt": "pickle", ".pth": "pickle", ".ckpt": "pickle"}
 
 
 def check_local_weights(folder: Path, index: dict[str, Any], allow_pickle: bool) -> None:

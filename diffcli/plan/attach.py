@@ -1,4 +1,5 @@
-"""What an item starts from and what follows it: the init image, the mask, the hires pass. No torch.
+"""What an item starts from and what follows it: the init image, the mask, the hires pass, the ControlNets.
+No torch.
 
 Each `attach_*` refuses (exit 2, before any model loads) what the model cannot do, from the model's facts
 alone, and records the inputs' sha256 (read once, up front, in `Inputs`) on every item.
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffcli.errors import UsageError
+from diffcli.plan.control import ControlSpec
 from diffcli.plan.hires import hires_spec
 from diffcli.plan.items import Item, ModelFacts
 from diffcli.plan.mask import InpaintSpec, mask_notes
@@ -117,3 +119,16 @@ def mask_warnings(items: list[Item]) -> list[str]:
         if note and note not in warnings:
             warnings.append(note)
     return warnings
+
+
+def attach_control(preset: Any, facts: ModelFacts, inputs: Any, items: list[Item]) -> list[Item]:
+    """ControlNet's refusal of a model without text (exit 2), then the spec (the control images' sha256 from
+    `inputs`, plan/attach.py) on each item."""
+    if not preset.controlnet:
+        return items
+    if facts.task != "txt2img":
+        raise UsageError(f"--controlnet needs a text-to-image model; this is a {facts.class_name}")
+    spec = ControlSpec(models=tuple(preset.controlnet), images=tuple(preset.control_image),
+                       sha256=tuple(inputs.control_sha256),
+                       module=preset.control, start=preset.control_start, end=preset.control_end)
+    return [dataclasses.replace(item, control=spec) for item in items]

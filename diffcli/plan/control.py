@@ -8,7 +8,6 @@ A1111's defaults) and drawn white on black. One control image per ControlNet.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from typing import Any
 
 from diffcli.errors import UsageError
 from diffcli.plan.init_image import decode, fit, read_bytes, sha256_hex
-from diffcli.plan.items import Item, ModelFacts
 from diffcli.plan.keys import MAX_CONTROLNETS  # noqa: F401 - where the settings' bound lives
 from diffcli.plan.text import escape_control
 
@@ -82,19 +80,6 @@ def read_control_images(preset: Any) -> tuple[str, ...]:
         decode(data, escape_control(path), WHAT)
         digests.append(sha256_hex(data))
     return tuple(digests)
-
-
-def attach_control(preset: Any, facts: ModelFacts, inputs: Any, items: list[Item]) -> list[Item]:
-    """ControlNet's refusal of a model without text (exit 2), then the spec (the control images' sha256 from
-    `inputs`, plan/attach.py) on each item."""
-    if not preset.controlnet:
-        return items
-    if facts.task != "txt2img":
-        raise UsageError(f"--controlnet needs a text-to-image model; this is a {facts.class_name}")
-    spec = ControlSpec(models=tuple(preset.controlnet), images=tuple(preset.control_image),
-                       sha256=tuple(inputs.control_sha256),
-                       module=preset.control, start=preset.control_start, end=preset.control_end)
-    return [dataclasses.replace(item, control=spec) for item in items]
 
 
 @functools.lru_cache(maxsize=16)

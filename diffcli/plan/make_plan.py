@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from diffcli.plan.attach import Inputs, attach_hires, attach_init_image, attach_mask, mask_warnings
-from diffcli.plan.control import attach_control
+from diffcli.plan.attach import (Inputs, attach_control, attach_hires, attach_init_image, attach_mask,
+                                 mask_warnings)
 from diffcli.plan.items import Item, ModelFacts, PromptLine, build_items
 from diffcli.plan.upscale import attach_upscale
 from diffcli.plan.vary import Axis, expand
